@@ -1,0 +1,122 @@
+"""Data objects passed between pipeline stages (and over the ComfyUI sockets).
+
+Legend: T frames at 25 Hz, S LIA-X style width (512·scale).
+All tensors are kept on the CPU in float32 unless a field says otherwise, so that
+they can be cached, saved and moved between devices freely.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = [
+    "FPS",
+    "PATCH",
+    "SPEECH_DIM",
+    "MOTION_DIM",
+    "SPEAKER_DIM",
+    "SAMPLE_RATE",
+    "MotionStats",
+    "SpeechLatents",
+    "MotionCodes",
+    "SpeakerReference",
+    "Identity",
+]
+
+FPS = 25  # latent and video frame rate of the release
+PATCH = 4  # frames per backbone token
+SPEECH_DIM = 32
+MOTION_DIM = 40
+SPEAKER_DIM = 256
+SAMPLE_RATE = 24_000  # WhisperX-VAE output rate
+
+
+@dataclass(frozen=True)
+class MotionStats:
+    """Per-dimension statistics that normalise LIA-X motion codes: (α − mean) / max(std, 1e-6)."""
+
+    mean: torch.Tensor  # (40,)
+    std: torch.Tensor  # (40,), already clipped to >= 1e-6
+
+    @classmethod
+    def release(cls) -> "MotionStats":
+        data = json.loads((Path(__file__).parent / "data" / "motion_stats.json").read_text())
+        mean = torch.tensor(data["mean"], dtype=torch.float32)
+        std = torch.tensor(data["std"], dtype=torch.float32).clamp_min(1e-6)
+        return cls(mean, std)
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """(…, 40) raw LIA-X codes → normalised codes (float32)."""
+        return (raw.float() - self.mean.to(raw.device)) / self.std.to(raw.device)
+
+    def denormalize(self, codes: torch.Tensor) -> torch.Tensor:
+        """(…, 40) normalised codes → raw LIA-X codes (float32)."""
+        return codes.float() * self.std.to(codes.device) + self.mean.to(codes.device)
+
+
+@dataclass
+class SpeechLatents:
+    """WhisperX-VAE latents, (T, 32) at 25 Hz."""
+
+    latents: torch.Tensor
+
+    def __post_init__(self):
+        if self.latents.ndim != 2 or self.latents.shape[1] != SPEECH_DIM:
+            raise ValueError(
+                f"speech latents must have shape (frames, {SPEECH_DIM}), got {tuple(self.latents.shape)}"
+            )
+
+    @property
+    def frames(self) -> int:
+        return int(self.latents.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / FPS
+
+
+@dataclass
+class MotionCodes:
+    """Normalised LIA-X motion codes, (T, 40) at 25 Hz."""
+
+    codes: torch.Tensor
+
+    def __post_init__(self):
+        if self.codes.ndim != 2 or self.codes.shape[1] != MOTION_DIM:
+            raise ValueError(
+                f"motion codes must have shape (frames, {MOTION_DIM}), got {tuple(self.codes.shape)}"
+            )
+
+    @property
+    def frames(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / FPS
+
+
+@dataclass
+class SpeakerReference:
+    """What the sampler needs from the reference voice."""
+
+    embedding: torch.Tensor  # (256,) speaker embedding
+    speech: SpeechLatents  # reference latents (prefix source), at most 30 s
+
+    def __post_init__(self):
+        if self.embedding.shape != (SPEAKER_DIM,):
+            raise ValueError(f"speaker embedding must have shape ({SPEAKER_DIM},), got {tuple(self.embedding.shape)}")
+
+
+@dataclass
+class Identity:
+    """A face to animate: the LIA-X identity of one 512×512 image."""
+
+    z: torch.Tensor  # (1, S) identity code
+    feats: list[torch.Tensor]  # encoder feature pyramid, each (1, C_i, H_i, W_i)
+    first_motion: torch.Tensor  # (40,) normalised motion code of the image (the motion head's global condition)
+    source: Optional[torch.Tensor] = field(default=None)  # (3, 512, 512) in [-1, 1], for previews
