@@ -29,6 +29,8 @@ __all__ = [
     "load_strict",
     "read_safetensors",
     "read_pickle",
+    "read_state_file",
+    "sniff_format",
     "describe_keys",
 ]
 
@@ -177,24 +179,106 @@ def read_pickle(path: str | os.PathLike, allowed_globals: Sequence = ()) -> obje
     Uses ``torch.load(weights_only=True)``; ``allowed_globals`` extends the
     allow-list with exactly the extra types a format needs (classes, or
     ``(stand_in, "module.Name")`` pairs that rebuild a foreign type as an inert
-    local one). Anything else the pickle asks to construct or call is refused.
+    local one). Anything else the pickle asks to construct or call is refused,
+    and the error names it. Zip-format files are memory-mapped, so tensors that
+    are never used (training-only modules) are never read from disk.
     """
     path = Path(path)
     _require_file(path)
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        raise CheckpointError(
+            f"{path} is a safetensors file, not a PyTorch pickle; load it as safetensors "
+            "(give it the .safetensors suffix)."
+        )
+    if kind not in ("zip-pickle", "legacy-pickle"):
+        raise CheckpointError(
+            f"{path} is neither a PyTorch checkpoint nor a safetensors file (it starts with "
+            f"{_head(path)!r}). It may be truncated, an HTML error page or another format: download it again."
+        )
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            return torch.load(
+                str(path), map_location="cpu", weights_only=True, mmap=(kind == "zip-pickle")
+            )
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"Refused to load {path}: it asks to run or build something that is not plain tensor data "
-            f"({_first_line(exc)}). Model files from untrusted sources can execute code; this one was "
-            "not opened. Use the published file, or a .safetensors conversion of it."
+            f"Refused to load {path}: {_refusal_reason(exc)}. Only plain tensor data is accepted, because "
+            "model files can execute code when unpickled; this one was not opened further. Use the "
+            "published file, or a .safetensors conversion of it (python -m talker_core convert)."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch checkpoint ({_first_line(exc)}). It may be truncated, "
             "corrupted or of another format: download it again."
         ) from exc
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """What a model file holds, judged by its first bytes, never by its name.
+
+    Returns ``"safetensors"`` (8-byte header length then a JSON header),
+    ``"zip-pickle"`` (``torch.save`` archive), ``"legacy-pickle"`` (pre-1.6
+    ``torch.save`` / plain pickle stream), or ``"unknown"``.
+    """
+    path = Path(path)
+    _require_file(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = path.stat().st_size
+    if head[:4] == b"PK\x03\x04":
+        return "zip-pickle"
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 2 <= n <= size - 8 and n < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80" and len(head) >= 2 and 2 <= head[1] <= 5:
+        return "legacy-pickle"
+    return "unknown"
+
+
+def read_state_file(
+    path: str | os.PathLike, allowed_globals: Sequence = ()
+) -> tuple[str, object, dict[str, str]]:
+    """Read a model file by its content: ``(format, payload, metadata)``.
+
+    ``format`` is ``"safetensors"`` (payload: dict of tensors, metadata: the
+    header's string metadata) or ``"pickle"`` (payload: the unpickled object
+    through :func:`read_pickle`, metadata empty). A safetensors file with a
+    ``.pt`` name is still read as safetensors; a pickle with a ``.safetensors``
+    name is reported as such and never unpickled.
+    """
+    path = Path(path)
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        tensors, meta = read_safetensors(path)
+        return "safetensors", tensors, meta
+    if path.suffix.lower() == ".safetensors":
+        what = "a PyTorch pickle" if kind != "unknown" else f"not safetensors (it starts with {_head(path)!r})"
+        raise CheckpointError(
+            f"{path} is named .safetensors but is {what}. It was not opened. Rename it to its real "
+            "format (.pt/.pth/.ckpt) if you trust it, or download the file again."
+        )
+    return "pickle", read_pickle(path, allowed_globals), {}
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    text = str(exc)
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it asks to use {m.group(1)}, which is not on the allow-list for this file"
+    m = re.search(r"(unrecognized function [^\n]*|Unsupported operand [^\n]*|new object for [^\n]*)", text)
+    if m:
+        return f"it asks for something that is not plain data ({m.group(1).strip()})"
+    for line in text.splitlines():
+        if "WeightsUnpickler error" in line:
+            return line.split(":", 1)[-1].strip()
+    return f"it is not plain tensor data ({_first_line(exc)})"
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def _require_file(path: Path) -> None:

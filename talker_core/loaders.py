@@ -1,0 +1,660 @@
+"""The four published model files → ready models, plus a converter to safetensors.
+
+One loader per published file (spec: MODEL.md §2), each accepting the file as
+published or its safetensors conversion, judged by content rather than by name:
+
+| kind           | published (relative to the models folder) | converted form (sidecar)            |
+|----------------|-------------------------------------------|-------------------------------------|
+| ``talker``       | ``talker-t2av/`` (model.safetensors + tokenizer files) | same file, ``talker_config`` in its metadata |
+| ``whisperx_vae`` | ``whisperx-vae/model.ckpt`` (Lightning pickle) | ``whisperx-vae/model.safetensors``   |
+| ``liax``         | ``lia-x.pt`` (state-dict pickle)             | ``lia-x.safetensors``                |
+| ``speaker``      | ``wavlm_large_finetune.pth`` (``{"model": sd}``) | ``wavlm_large_finetune.safetensors`` |
+
+A converted file holds the tensors under their published names (known-unused
+entries dropped) and, in the safetensors metadata, ``talker_kind`` (one of the
+kinds above) and ``talker_config`` (the component config as JSON, the
+``to_dict()`` of its dataclass). :func:`find_models` prefers a converted sidecar
+over the pickle beside it.
+
+Pickles are read with ``torch.load(weights_only=True)`` only; the Lightning
+checkpoint's OmegaConf config is rebuilt by the inert stand-ins of
+:mod:`talker_core.safe_pickle`. Every key is checked by
+:func:`talker_core.checkpoint.load_strict`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from talker_core.checkpoint import CheckpointError, KeyMap, describe_keys, load_strict, read_state_file
+from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
+
+__all__ = [
+    "KINDS",
+    "MODEL_LAYOUT",
+    "CONVERTED_LAYOUT",
+    "DOWNLOAD_COMMAND",
+    "TalkerBundle",
+    "load_talker",
+    "load_whisperx_vae",
+    "load_liax",
+    "load_speaker_encoder",
+    "load_component",
+    "convert_to_safetensors",
+    "identify",
+    "resolve_in_folder",
+    "find_models",
+    "missing_models_message",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("talker", "whisperx_vae", "liax", "speaker")
+
+#: The documented folder layout: kind → path relative to the models folder.
+MODEL_LAYOUT: dict[str, str] = {
+    "talker": "talker-t2av",  # folder: model.safetensors + tokenizer files
+    "whisperx_vae": "whisperx-vae/model.ckpt",
+    "liax": "lia-x.pt",
+    "speaker": "wavlm_large_finetune.pth",
+}
+
+#: Where ``convert`` puts the safetensors sidecar of each pickle (the talker file is safetensors already).
+CONVERTED_LAYOUT: dict[str, str] = {
+    "talker": "talker-t2av",
+    "whisperx_vae": "whisperx-vae/model.safetensors",
+    "liax": "lia-x.safetensors",
+    "speaker": "wavlm_large_finetune.safetensors",
+}
+
+DOWNLOAD_COMMAND = "python -m talker_core download --models {models_dir}"
+
+_TALKER_WEIGHTS = "model.safetensors"
+
+_DESCRIPTION = {
+    "talker": "the Talker-T2AV backbone+heads file (talker-t2av/model.safetensors)",
+    "whisperx_vae": "the WhisperX-VAE codec checkpoint (whisperx-vae/model.ckpt)",
+    "liax": "the LIA-X face generator (lia-x.pt)",
+    "speaker": "the WavLM + ECAPA-TDNN speaker encoder (wavlm_large_finetune.pth)",
+}
+
+_META_KIND = "talker_kind"
+_META_CONFIG = "talker_config"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_in_folder(root: str | os.PathLike, name: str | os.PathLike) -> Path:
+    """``root/name`` as a resolved path, refusing any name that leaves ``root``.
+
+    Refused (``ValueError``): empty names, absolute paths or drive-qualified
+    names, ``..`` components, and names that resolve outside ``root`` through a
+    symbolic link. The target need not exist.
+    """
+    text = os.fspath(name)
+    if not text or not text.strip():
+        raise ValueError(f"Empty model file name given for the folder {root}.")
+    if "\x00" in text:
+        raise ValueError(f"Model file name {text!r} contains a NUL character.")
+    pure = Path(text)
+    parts = re.split(r"[\\/]+", text)
+    if pure.is_absolute() or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(
+            f"Model file name {text!r} is an absolute path; give a name relative to the models folder {root}."
+        )
+    if ".." in parts:
+        raise ValueError(f"Model file name {text!r} contains '..'; names must stay inside the models folder {root}.")
+    root_resolved = Path(root).resolve()
+    target = (root_resolved / text).resolve()
+    try:
+        target.relative_to(root_resolved)
+    except ValueError:
+        raise ValueError(
+            f"Model file name {text!r} points outside the models folder {root} (to {target}, through a symbolic "
+            "link); move the file into the folder instead."
+        ) from None
+    return target
+
+
+def find_models(models_dir: str | os.PathLike) -> dict[str, Optional[Path]]:
+    """kind → path of each model file present in ``models_dir`` (``None`` if absent).
+
+    The talker entry is the ``talker-t2av`` folder (it must hold model.safetensors
+    and tokenizer.json). For the three pickles, a converted ``.safetensors``
+    sidecar (:data:`CONVERTED_LAYOUT`) is preferred over the published file.
+    """
+    root = Path(models_dir)
+    found: dict[str, Optional[Path]] = {}
+    talker = root / MODEL_LAYOUT["talker"]
+    found["talker"] = (
+        talker if (talker / _TALKER_WEIGHTS).is_file() and (talker / "tokenizer.json").is_file() else None
+    )
+    for kind in KINDS[1:]:
+        found[kind] = None
+        for rel in (CONVERTED_LAYOUT[kind], MODEL_LAYOUT[kind]):
+            p = root / rel
+            if p.is_file():
+                found[kind] = p
+                break
+    return found
+
+
+def missing_models_message(models_dir: str | os.PathLike, found: Optional[Mapping[str, Optional[Path]]] = None) -> str:
+    """A message naming each missing model file and the command that fetches it ('' if none is missing)."""
+    found = find_models(models_dir) if found is None else found
+    root = Path(models_dir)
+    missing = [k for k in KINDS if found.get(k) is None]
+    if not missing:
+        return ""
+    lines = [f"Model files missing in {root}:"]
+    for kind in missing:
+        rel = MODEL_LAYOUT[kind]
+        if kind == "talker":
+            folder = root / rel
+            absent = [n for n in (_TALKER_WEIGHTS, "tokenizer.json") if not (folder / n).is_file()]
+            lines.append(f"  - {folder}/ ({', '.join(absent)} not found): {_DESCRIPTION[kind]} plus its tokenizer")
+        else:
+            lines.append(f"  - {root / rel}: {_DESCRIPTION[kind]}")
+    lines.append("Fetch them with: " + DOWNLOAD_COMMAND.format(models_dir=_quote(str(root))))
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def identify(payload: Any, metadata: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Which component a loaded file holds, from its metadata or key names (``None`` if unknown)."""
+    if metadata and metadata.get(_META_KIND) in KINDS:
+        return metadata[_META_KIND]
+    if not isinstance(payload, Mapping):
+        return None
+    for inner in ("state_dict", "model", "gen"):  # Lightning / UniSpeech / LIA training wrappers
+        if isinstance(payload.get(inner), Mapping):
+            payload = payload[inner]
+            break
+    keys = [str(k) for k in payload]
+    if any(k.startswith("llm.model.") for k in keys):
+        return "talker"
+    if any(re.match(r"^(\w+\.)?CodecEnc\.", k) for k in keys):
+        return "whisperx_vae"
+    if "dec.direction.weight" in keys or any(k.startswith("enc.enc_2r.") for k in keys):
+        return "liax"
+    if any(k.startswith("feature_extract.model.") for k in keys) or "layer1.conv.weight" in keys:
+        return "speaker"
+    return None
+
+
+def _tensor_keys(payload: Any) -> list[str]:
+    if isinstance(payload, Mapping):
+        for inner in ("state_dict", "model", "gen"):
+            if isinstance(payload.get(inner), Mapping):
+                return [str(k) for k in payload[inner]]
+        return [str(k) for k in payload]
+    return []
+
+
+def _refuse_other_kind(kind: str, payload: Any, metadata: Mapping[str, str], path: Path, expect: str) -> None:
+    other = identify(payload, metadata)
+    if other is None or other == kind:
+        return
+    keys = _tensor_keys(payload)
+    raise CheckpointError(
+        f"{path} looks like {_DESCRIPTION[other]}, not {_DESCRIPTION[kind]}: missing the expected keys "
+        f"(such as {expect}); unexpected keys: {describe_keys(keys, 6)}. Check which file is selected for which "
+        "loader."
+    )
+
+
+# --------------------------------------------------------------------------- common
+
+
+def _finish(model: torch.nn.Module, device, dtype) -> torch.nn.Module:
+    model.requires_grad_(False)
+    model.eval()
+    return model.to(device=device, dtype=dtype)
+
+
+def _instantiate(factory, key_map: KeyMap) -> torch.nn.Module:
+    """Build a module whose every state entry will be loaded, skipping its random initialisation.
+
+    The module is built on the meta device and given uninitialised CPU storage,
+    which :func:`load_strict` then fills completely. That is only done when
+    nothing would be left unfilled: no non-persistent buffers, no entries kept
+    from the module (``key_map.derived``) and no tensors held outside parameters
+    and buffers; otherwise the module is built normally.
+    """
+    with torch.device("meta"):
+        probe = factory()
+    state = set(probe.state_dict())
+    safe = not any(key_map.is_derived(k) for k in state)
+    safe = safe and all(name in state for name, _ in probe.named_buffers())
+    safe = safe and not any(
+        isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()
+    )
+    if not safe:
+        return factory()
+    return probe.to_empty(device="cpu")
+
+
+def _config_from_meta(meta: Mapping[str, str], cls, path: Path):
+    text = meta.get(_META_CONFIG)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        return cls.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path}: the '{_META_CONFIG}' entry of its metadata is not a valid {cls.__name__} ({exc}). "
+            "Convert the published file again (python -m talker_core convert)."
+        ) from exc
+
+
+def _only_tensors(sd: Mapping[str, Any], path: Path, what: str) -> dict[str, torch.Tensor]:
+    bad = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {what} holds non-tensor entries ({describe_keys(bad, 6)}).")
+    return {str(k): v for k, v in sd.items()}
+
+
+def _as_file(path: str | os.PathLike, candidates: tuple[str, ...], kind: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in candidates:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"{path} is a folder without {' or '.join(candidates)}; give the path of {_DESCRIPTION[kind]}."
+        )
+    if not path.exists():
+        raise CheckpointError(f"Model file not found: {path} (expected {_DESCRIPTION[kind]}).")
+    return path
+
+
+# --------------------------------------------------------------------------- talker
+
+
+@dataclass
+class TalkerBundle:
+    """What :func:`load_talker` returns: the model, its tokenizer, its config and the weights file."""
+
+    model: Any  # talker_core.talker.TalkerModel
+    tokenizer: Any  # transformers fast tokenizer
+    config: Any  # talker_core.talker.TalkerConfig
+    source: Path
+
+
+def _read_talker(path: Path):
+    from talker_core.talker import TalkerConfig
+
+    fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
+    _refuse_other_kind("talker", payload, meta, path, "llm.model.embed_tokens.weight, speech_cfm.estimator.*")
+    if fmt == "pickle":  # not the published form, but a plain pickled state dict is accepted
+        if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
+            payload = payload["state_dict"]
+        if not isinstance(payload, Mapping):
+            raise CheckpointError(
+                f"{path} holds a {type(payload).__name__}, not a state dict; the Talker-T2AV weights are "
+                "published as talker-t2av/model.safetensors."
+            )
+        payload = _only_tensors(payload, path, "the state dict")
+    config = _config_from_meta(meta, TalkerConfig, path) or TalkerConfig()
+    return payload, config
+
+
+def load_talker(
+    folder: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+) -> TalkerBundle:
+    """Load ``talker-t2av/`` (model.safetensors + tokenizer files) → :class:`TalkerBundle`.
+
+    Sizes are the release's unless the file's metadata carries ``talker_config``
+    (debug sets and converted files do); either way every tensor is checked
+    against them strictly. ``folder`` may also be the model.safetensors path.
+    """
+    from talker_core.talker import TalkerModel
+    from talker_core.tokenizer import MOTION_TOKEN, SPEECH_TOKEN, load_tokenizer
+
+    folder = Path(folder)
+    weights = folder if folder.is_file() else folder / _TALKER_WEIGHTS
+    folder = weights.parent
+    if not weights.is_file():
+        raise CheckpointError(
+            f"{weights} not found: the Talker-T2AV folder must hold model.safetensors and the tokenizer files. "
+            f"Fetch them with: {DOWNLOAD_COMMAND.format(models_dir='DIR')}"
+        )
+    sd, config = _read_talker(weights)
+    tokenizer = load_tokenizer(folder)
+    vocab = config.llm.vocab_size
+    for token in (SPEECH_TOKEN, MOTION_TOKEN):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid >= vocab:
+            raise CheckpointError(
+                f"The tokenizer in {folder} gives {token} the id {tid}, beyond the model's vocabulary of {vocab}: "
+                "the tokenizer files do not belong to this model.safetensors."
+            )
+    model = TalkerModel(config, attn_implementation=attn_implementation)
+    model.load_published(sd, weights)
+    del sd
+    return TalkerBundle(_finish(model, device, dtype), tokenizer, config, weights)
+
+
+# --------------------------------------------------------------------------- whisperx-vae
+
+
+def _whisper_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
+    from talker_core.whisperx_vae import WhisperEncoderConfig
+
+    prefix = "semantic_model.encoder."
+    conv1 = sd.get(prefix + "conv1.weight")
+    if conv1 is None or conv1.ndim != 3:
+        raise CheckpointError(f"{path} has no Whisper encoder ({prefix}conv1.weight); it is not a WhisperX-VAE checkpoint.")
+    width, n_mels = int(conv1.shape[0]), int(conv1.shape[1])
+    layers = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+    if not layers or sorted(layers) != list(range(len(layers))):
+        raise CheckpointError(f"{path}: the Whisper encoder blocks are missing or not numbered 0..n-1.")
+    pos = sd.get(prefix + "positional_embedding")
+    n_ctx = int(pos.shape[0]) if pos is not None and pos.ndim == 2 else WhisperEncoderConfig().n_audio_ctx
+    if width % 64:
+        raise CheckpointError(
+            f"{path}: Whisper width {width} is not a multiple of 64, so its head count cannot be inferred "
+            "(openai-whisper uses 64-wide heads). Convert a file that carries its config."
+        )
+    try:
+        return WhisperEncoderConfig(n_mels=n_mels, n_audio_ctx=n_ctx, n_audio_state=width,
+                                    n_audio_head=width // 64, n_audio_layer=len(layers))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: inconsistent Whisper sizes ({exc}).") from exc
+
+
+def _whisperx_config_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
+    """Every WhisperX-VAE size from the tensor shapes (used when a file has no config)."""
+    from talker_core.whisperx_vae import (
+        LATENT_RATE,
+        CodecDecoderConfig,
+        CodecEncoderConfig,
+        WhisperXVAEConfig,
+    )
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise CheckpointError(f"{path} has no {key}; it is not a WhisperX-VAE checkpoint.")
+        return tuple(int(s) for s in sd[key].shape)
+
+    enc = sorted({int(m.group(1)) for k in sd if (m := re.match(r"CodecEnc\.block\.(\d+)\.block\.4\.weight_v$", k))})
+    dec = sorted({int(m.group(1)) for k in sd if (m := re.match(r"CodecDec\.model\.(\d+)\.block\.1\.weight_v$", k))})
+    if not enc or not dec:
+        raise CheckpointError(f"{path}: no codec encoder/decoder blocks found; it is not a WhisperX-VAE checkpoint.")
+    enc_ratios = tuple(shape(f"CodecEnc.block.{i}.block.4.weight_v")[2] // 2 for i in enc)
+    dec_ratios = tuple(shape(f"CodecDec.model.{i}.block.1.weight_v")[2] // 2 for i in dec)
+    hidden = shape(f"CodecEnc.block.{enc[-1] + 2}.weight_v")[0]
+    try:
+        return WhisperXVAEConfig(
+            codec_encoder=CodecEncoderConfig(in_dim=shape("CodecEnc.block.0.weight_v")[0], ratios=enc_ratios,
+                                             hidden_dim=hidden),
+            codec_decoder=CodecDecoderConfig(hidden_dim=shape("CodecDec.model.0.weight_v")[0], ratios=dec_ratios,
+                                             z_dim=shape("vae.out_proj.weight_v")[1]),
+            sample_rate=LATENT_RATE * math.prod(enc_ratios),
+            whisper=_whisper_from_shapes(sd, path),
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: inconsistent WhisperX-VAE sizes ({exc}).") from exc
+
+
+def _read_whisperx(path: Path):
+    from talker_core.whisperx_vae import WhisperXVAEConfig, state_dict_from_lightning
+
+    fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
+    _refuse_other_kind("whisperx_vae", payload, meta, path, "CodecEnc.*, semantic_model.encoder.*")
+    if fmt == "safetensors":
+        sd = payload
+        config = _config_from_meta(meta, WhisperXVAEConfig, path) or _whisperx_config_from_shapes(sd, path)
+        return sd, config
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(
+            f"{path} holds a {type(payload).__name__}, not a Lightning checkpoint dict; use the published "
+            "whisperx-vae/model.ckpt."
+        )
+    try:
+        sd = state_dict_from_lightning(payload)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    hp = payload.get("hyper_parameters")
+    cfg = hp.get("cfg") if isinstance(hp, Mapping) else None
+    if cfg is None:
+        log.warning("%s has no hyper_parameters.cfg; taking the codec sizes from the tensor shapes", path)
+        return sd, _whisperx_config_from_shapes(sd, path)
+    try:
+        config = WhisperXVAEConfig.from_lightning_cfg(to_plain(cfg), whisper=_whisper_from_shapes(sd, path))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return sd, config
+
+
+def load_whisperx_vae(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    fold_weight_norm: bool = True,
+):
+    """Load ``whisperx-vae/model.ckpt`` (or its .safetensors conversion) → ``WhisperXVAE`` in eval mode.
+
+    Codec sizes come from the checkpoint's ``hyper_parameters.cfg`` (or the
+    converted file's ``talker_config``); the Whisper branch sizes from the
+    tensor shapes. With ``fold_weight_norm`` the weight-norm kernels are baked
+    (in float32, before the cast to ``dtype``).
+    """
+    from talker_core.whisperx_vae import WHISPERX_VAE_KEYS, WhisperXVAE
+
+    path = _as_file(path, ("model.safetensors", "model.ckpt"), "whisperx_vae")
+    sd, config = _read_whisperx(path)
+    model = WhisperXVAE(config)
+    load_strict(model, sd, WHISPERX_VAE_KEYS, path, "WhisperX-VAE")
+    del sd
+    if fold_weight_norm:
+        model.fold_weight_norm()
+    return _finish(model, device, dtype)
+
+
+# --------------------------------------------------------------------------- lia-x
+
+
+def _read_liax(path: Path):
+    from talker_core.liax import LiaXConfig, state_dict_from_file
+
+    fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
+    _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
+    if fmt == "pickle":
+        sd = state_dict_from_file(payload, source=str(path))
+    else:
+        sd = payload
+    config = _config_from_meta(meta, LiaXConfig, path) or LiaXConfig.from_state_dict_shapes(sd, source=str(path))
+    return sd, config
+
+
+def load_liax(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Load ``lia-x.pt`` (or its .safetensors conversion) → ``LiaXGenerator`` in eval mode (scale from the shapes)."""
+    from talker_core.liax import LIAX_KEYS, LiaXGenerator
+
+    path = _as_file(path, ("lia-x.safetensors", "lia-x.pt"), "liax")
+    sd, config = _read_liax(path)
+    # hundreds of millions of parameters: skip the random initialisation they would get
+    model = _instantiate(lambda: LiaXGenerator(config), LIAX_KEYS)
+    load_strict(model, sd, LIAX_KEYS, path, "LIA-X generator")
+    del sd
+    return _finish(model, device, dtype)
+
+
+# --------------------------------------------------------------------------- speaker encoder
+
+
+def _read_speaker(path: Path):
+    from talker_core.speaker_encoder import SpeakerEncoderConfig, config_from_state_dict, state_dict_from_file
+
+    fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
+    _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
+    if fmt == "pickle":
+        sd = state_dict_from_file(payload, source=str(path))
+    else:
+        sd = payload
+    config = _config_from_meta(meta, SpeakerEncoderConfig, path) or config_from_state_dict(sd, source=str(path))
+    return sd, config
+
+
+def load_speaker_encoder(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+):
+    """Load ``wavlm_large_finetune.pth`` (or its .safetensors conversion) → ``SpeakerEncoder`` in eval mode."""
+    from talker_core.speaker_encoder import SPEAKER_KEYS, SpeakerEncoder
+
+    path = _as_file(path, ("wavlm_large_finetune.safetensors", "wavlm_large_finetune.pth"), "speaker")
+    sd, config = _read_speaker(path)
+    model = SpeakerEncoder(config)
+    load_strict(model, sd, SPEAKER_KEYS, path, "speaker encoder (WavLM + ECAPA-TDNN)")
+    del sd
+    return _finish(model, device, dtype)
+
+
+_LOADERS = {
+    "talker": load_talker,
+    "whisperx_vae": load_whisperx_vae,
+    "liax": load_liax,
+    "speaker": load_speaker_encoder,
+}
+
+
+def load_component(kind: str, path: str | os.PathLike, device="cpu", dtype=torch.float32):
+    """Dispatch to the loader of ``kind`` (one of :data:`KINDS`)."""
+    if kind not in _LOADERS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return _LOADERS[kind](path, device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _key_map(kind: str) -> KeyMap:
+    if kind == "talker":
+        from talker_core.talker import TALKER_KEYS as keys
+    elif kind == "whisperx_vae":
+        from talker_core.whisperx_vae import WHISPERX_VAE_KEYS as keys
+    elif kind == "liax":
+        from talker_core.liax import LIAX_KEYS as keys
+    else:
+        from talker_core.speaker_encoder import SPEAKER_KEYS as keys
+    return keys
+
+
+_READERS = {"talker": _read_talker, "whisperx_vae": _read_whisperx, "liax": _read_liax, "speaker": _read_speaker}
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf"}
+
+
+def convert_to_safetensors(
+    src: str | os.PathLike, dst: str | os.PathLike, kind: Optional[str] = None
+) -> Path:
+    """Write ``src`` (a published file, any of the four) as safetensors at ``dst``; returns the file written.
+
+    The tensors keep their published names and dtypes; keys the component is
+    known not to use are dropped; the metadata gets ``talker_kind`` and
+    ``talker_config`` (JSON). No pickle is written. For the talker, ``src`` may
+    be the ``talker-t2av`` folder: ``dst`` is then a folder that receives
+    model.safetensors and a copy of the tokenizer files. ``kind`` is detected
+    from the content when not given.
+    """
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    src_file = src / _TALKER_WEIGHTS if src.is_dir() else src
+    if not src_file.is_file():
+        raise CheckpointError(f"Nothing to convert: {src_file} not found.")
+    if kind is None:
+        fmt, payload, meta = read_state_file(src_file, LIGHTNING_GLOBALS)
+        kind = identify(payload, meta)
+        del payload
+        if kind is None:
+            raise CheckpointError(
+                f"Cannot tell which model {src_file} holds; give --kind ({', '.join(KINDS)})."
+            )
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+
+    if dst.is_dir() or not dst.suffix:
+        out_file = dst / (_TALKER_WEIGHTS if kind == "talker" else src_file.with_suffix(".safetensors").name)
+    else:
+        out_file = dst
+    if out_file.suffix != ".safetensors":
+        raise ValueError(f"The converted file must end in .safetensors, got {out_file}.")
+    if out_file.exists() and out_file.resolve() == src_file.resolve():
+        raise ValueError(f"Refusing to convert {src_file} onto itself; choose another destination.")
+
+    sd, config = _READERS[kind](src_file)
+    keys = _key_map(kind)
+    kept: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for name, tensor in sd.items():
+        if keys.is_ignored(name):
+            dropped.append(name)
+            continue
+        kept[name] = tensor.detach().contiguous()
+    _unshare(kept)
+    meta = {
+        "format": "pt",
+        _META_KIND: kind,
+        _META_CONFIG: json.dumps(config.to_dict(), sort_keys=True),
+        "talker_source": src_file.name,
+    }
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".partial")
+    try:
+        save_file(kept, str(tmp), metadata=meta)
+        _default_permissions(tmp)
+        os.replace(tmp, out_file)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if dropped:
+        log.info("convert: dropped %d unused tensor(s) of %s: %s", len(dropped), src_file, describe_keys(dropped, 6))
+    if kind == "talker" and src_file.parent != out_file.parent:
+        for f in sorted(src_file.parent.iterdir()):
+            if f.is_file() and f.suffix.lower() not in _WEIGHT_SUFFIXES and not f.name.endswith(".partial"):
+                shutil.copy2(f, out_file.parent / f.name)
+    log.info("convert: wrote %s (%d tensors, kind %s)", out_file, len(kept), kind)
+    return out_file
+
+
+def _default_permissions(path: Path) -> None:
+    """Give a written file the usual permissions (rw for the owner, r for others); the writer makes it 0600."""
+    try:
+        os.chmod(path, 0o644)
+    except OSError:  # pragma: no cover - e.g. a file system without permissions
+        pass
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> None:
+    """Clone tensors that share storage with another one (safetensors refuses shared memory)."""
+    seen: dict[tuple, str] = {}
+    for name in list(tensors):
+        t = tensors[name]
+        if t.numel() == 0:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.device.type)
+        if key in seen:
+            tensors[name] = t.clone()
+        else:
+            seen[key] = name
