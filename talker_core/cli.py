@@ -52,6 +52,9 @@ COMMANDS: dict[str, Command] = {
         "convert a published model file to safetensors (tensors + config, no pickle)",
         __name__, "_add_convert_arguments", "_run_convert",
     ),
+    "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli_generate"),
+    "download": Command("fetch the released model files into a models folder", "talker_core.download"),
+    "bench": Command("measure speed and memory (random weights, no download)", "talker_core.bench"),
 }
 
 

@@ -173,3 +173,23 @@ def download_models(
         progress(len(plan), len(plan), "done")
     shutil.rmtree(staging, ignore_errors=True)
     return done_paths
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--models", default="models", metavar="DIR",
+                        help="folder to fetch into (default: ./models); the layout is in the README")
+    parser.add_argument("--only", action="append", choices=[s.kind for s in SOURCES], default=None,
+                        help="fetch only this component (repeatable)")
+    parser.add_argument("--force", action="store_true", help="fetch again even when a verified file is present")
+
+
+def run(args) -> int:
+    def show(done: int, total: int, name: str) -> None:
+        print(f"[{done}/{total}] {name}", flush=True)
+
+    paths = download_models(args.models, kinds=args.only, progress=show, force=args.force)
+    print(f"{len(paths)} file(s) ready under {Path(args.models).resolve()}")
+    return 0

@@ -109,6 +109,7 @@ class TalkRequest:
     prefix_seconds: float = 0.0  # style cloning: seconds of the reference fed as a prefix
     max_seconds: float = 30.0  # length bound of the generated part (all segments together)
     segment_prefix_seconds: float = 2.0  # long form: tail of the previous segment fed to the next
+    max_segment_seconds: float = 30.0  # long form: length bound of one segment (≤ 30 s, the training length)
     max_segment_chars: int = 300  # long form: text budget of one segment (split at sentences)
     max_prompt_tokens: int = 1000
 
@@ -128,6 +129,8 @@ class TalkRequest:
             (0.0 <= self.segment_prefix_seconds <= 10.0,
              f"segment_prefix_seconds must be in 0..10, got {self.segment_prefix_seconds}"),
             (self.max_segment_chars >= 20, f"max_segment_chars must be >= 20, got {self.max_segment_chars}"),
+            (0.16 <= self.max_segment_seconds <= 30.0,
+             f"max_segment_seconds must be in 0.16..30, got {self.max_segment_seconds}"),
             (0 <= self.seed < 2**64, f"seed must be in 0..2^64-1, got {self.seed}"),
         ]
         for ok, message in checks:
@@ -553,7 +556,7 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
     model = bundle.model
     cfg = model.config
     joint = request.mode != Mode.SPEECH
-    seg_frames = min(cfg.max_frames, MAX_SEGMENT_FRAMES)
+    seg_frames = min(cfg.max_frames, MAX_SEGMENT_FRAMES, int(request.max_segment_seconds * FPS))
 
     speaker = voice.embedding if voice is not None else torch.zeros(cfg.speaker_dim)
     if face is not None:
@@ -572,7 +575,7 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
         forced_motion.codes if forced_motion is not None else None)
     if forced is not None:
         forced = forced[:budget]
-        segments = _forced_windows(forced, seg_frames - prefix, seg_frames - carry, request.text,
+        segments = _forced_windows(forced, max(PATCH, seg_frames - prefix), max(PATCH, seg_frames - carry), request.text,
                                    request.max_segment_chars)
     else:
         segments = [_Segment(t) for t in split_text(request.text, request.max_segment_chars)]
@@ -605,7 +608,7 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
             ref_motion = torch.cat(gen_motion, 0)[-tail:] if (joint and tail) else (
                 first_motion[None] if joint else None)
             prefix_k = tail
-        room = seg_frames - prefix_k
+        room = max(PATCH, seg_frames - prefix_k)
         max_patches = max(1, min(room, remaining) // PATCH) if segment.forced is None else None
         prompt = render_prompt(bundle.tokenizer, segment.text, max_length=request.max_prompt_tokens,
                                allow_empty=segment.forced is not None)

@@ -113,11 +113,14 @@ def load_tokenizer(folder: str | os.PathLike, add_missing_placeholders: bool = T
     return tok
 
 
-def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS) -> torch.Tensor:
+def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS, allow_empty: bool = False) -> torch.Tensor:
     """Prompt tokens for ``text``: the templated chat up to, not including, ``<SPEECH_FRAME>``.
 
     The conversation is ``[user: text, assistant: <SPEECH_FRAME>]`` rendered with the
     tokenizer's chat template with thinking disabled.
+
+    ``allow_empty`` admits an empty text (audio- or video-driven modes, where the
+    driving stream carries the content).
 
     Returns a LongTensor of shape (1, L). Raises ``ValueError`` for empty text, for
     text containing the tokenizer's control tokens, and when L exceeds ``max_length``.
@@ -125,7 +128,9 @@ def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS) -> 
     if not isinstance(text, str):
         raise ValueError(f"The text must be a string, got {type(text).__name__}.")
     if not text.strip():
-        raise ValueError("The text is empty: give the words to speak.")
+        if not allow_empty:
+            raise ValueError("The text is empty: give the words to speak.")
+        text = ""
     specials = _control_strings(tokenizer)
     found = sorted(s for s in specials if s in text)
     if found:

@@ -1,0 +1,254 @@
+"""``python -m talker_core generate``: text (or driving audio/video) in, MP4 (or WAV) out.
+
+Modes follow from the inputs given:
+
+=================  ===============================================================
+T2AV (default)     --text, --ref-audio, --ref-video or --ref-image
+A2V                --drive-audio (speech given, face animated), --ref-video/--ref-image
+V2A                --drive-video (silent talking clip, speech dubbed), --ref-audio
+speech only        --speech-only --text --ref-audio  (writes a .wav)
+=================  ===============================================================
+
+``--prefix-seconds`` feeds that much of the reference clip as a prefix (style cloning);
+it needs --ref-video (or --ref-motion) for the motion and --ref-audio for the voice.
+Several ``--text`` or ``--seed`` values run as a batch sharing the loaded models.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("inputs")
+    g.add_argument("--models", default="models", metavar="DIR",
+                   help="folder with the model files (layout in the README; default: ./models)")
+    g.add_argument("--text", action="append", default=None,
+                   help="what to say; repeat for a batch. Long texts are split at sentences (long form)")
+    g.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file instead")
+    g.add_argument("--ref-audio", metavar="FILE", help="reference voice (any audio or video file; ≤ 30 s used)")
+    g.add_argument("--ref-video", metavar="FILE",
+                   help="reference talking clip: its first frame is the face; with --prefix-seconds its motion is cloned")
+    g.add_argument("--ref-image", metavar="FILE", help="reference face image (instead of --ref-video)")
+    g.add_argument("--ref-motion", metavar="FILE",
+                   help="precomputed LIA-X motion of the reference (the authors' .pt format), for the prefix")
+    g.add_argument("--drive-audio", metavar="FILE", help="A2V: speech to animate the face with")
+    g.add_argument("--drive-video", metavar="FILE", help="V2A: silent talking clip to dub")
+    g.add_argument("--speech-only", action="store_true", help="generate speech only (writes audio)")
+    g.add_argument("--out", default="out.mp4", metavar="FILE",
+                   help="output file (.mp4; .wav for --speech-only). Batches add _1, _2, …")
+    s = parser.add_argument_group("sampling")
+    s.add_argument("--seed", type=int, action="append", default=None, help="random seed (repeat for a batch; default 0)")
+    s.add_argument("--steps", type=int, default=10, help="Euler steps per patch (default 10)")
+    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    s.add_argument("--temperature", type=float, default=0.3, help="noise temperature (default 0.3)")
+    s.add_argument("--prefix-seconds", type=float, default=0.0,
+                   help="seconds of the reference fed as a prefix: 0 clones voice and face only, >0 also style")
+    s.add_argument("--max-seconds", type=float, default=30.0, help="upper bound of the generated length (default 30)")
+    s.add_argument("--segment-prefix-seconds", type=float, default=2.0,
+                   help="long form: seconds of the previous segment fed to the next (default 2)")
+    s.add_argument("--stop-threshold", type=float, default=0.5, help="stop-head probability that ends speech (0.5)")
+    r = parser.add_argument_group("runtime")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps … (default auto)")
+    r.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="model precision (auto: bf16 on CUDA, fp32 elsewhere)")
+    r.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
+                   help="backbone attention implementation")
+    r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class _Progress:
+    """A one-line progress display on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int, stage: str, preview=None) -> None:
+        now = time.perf_counter()
+        if self.quiet or (now - self.last < 0.2 and done < total):
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{stage:>9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device name (use cpu, cuda, cuda:N, mps)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but this PyTorch sees no CUDA device")
+    return device
+
+
+def _pick_dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, DTYPES[name])
+
+
+def _texts(args) -> list[str]:
+    if args.text_file:
+        if args.text:
+            raise ValueError("give --text or --text-file, not both")
+        path = Path(args.text_file)
+        if not path.is_file():
+            raise ValueError(f"--text-file {path} does not exist")
+        return [path.read_text(encoding="utf-8")]
+    return list(args.text or [""])
+
+
+def _mode(args) -> str:
+    from .pipeline import Mode
+
+    if args.drive_audio and args.drive_video:
+        raise ValueError("give --drive-audio (A2V) or --drive-video (V2A), not both")
+    if args.speech_only:
+        if args.drive_audio or args.drive_video:
+            raise ValueError("--speech-only cannot be combined with --drive-audio/--drive-video")
+        return Mode.SPEECH
+    if args.drive_audio:
+        return Mode.A2V
+    if args.drive_video:
+        return Mode.V2A
+    return Mode.T2AV
+
+
+def _check_inputs(args, mode: str) -> None:
+    from .pipeline import Mode
+
+    for flag in ("ref_audio", "ref_video", "ref_image", "ref_motion", "drive_audio", "drive_video"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            raise ValueError(f"--{flag.replace('_', '-')} {value}: no such file")
+    if args.ref_video and args.ref_image:
+        raise ValueError("give --ref-video or --ref-image for the face, not both")
+    if mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and not args.ref_audio:
+        raise ValueError(f"mode {mode} needs --ref-audio (the voice to speak with)")
+    if mode in (Mode.T2AV, Mode.A2V) and not (args.ref_video or args.ref_image):
+        raise ValueError(f"mode {mode} needs --ref-video or --ref-image (the face to animate)")
+    out = Path(args.out)
+    if mode == Mode.SPEECH and out.suffix.lower() != ".wav":
+        raise ValueError(f"--speech-only writes audio: give an --out ending in .wav (got {out.name})")
+    if mode != Mode.SPEECH and out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out must end in .mp4 (got {out.name})")
+    if args.render_chunk < 1:
+        raise ValueError("--render-chunk must be at least 1")
+
+
+def _outputs(out: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i + 1}{out.suffix}") for i in range(count)]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import loaders, media
+    from . import pipeline as P
+    from .types import FPS, SAMPLE_RATE
+
+    mode = _mode(args)
+    texts = _texts(args)
+    seeds = list(args.seed or [0])
+    _check_inputs(args, mode)
+    requests = []
+    for text in texts:
+        for seed in seeds:
+            requests.append(P.TalkRequest(
+                text=text, mode=mode, seed=seed, steps=args.steps, cfg=args.cfg, temperature=args.temperature,
+                prefix_seconds=args.prefix_seconds, max_seconds=args.max_seconds,
+                segment_prefix_seconds=args.segment_prefix_seconds, stop_threshold=args.stop_threshold,
+            ))
+    if mode in (P.Mode.T2AV, P.Mode.SPEECH) and not any(r.text.strip() for r in requests):
+        raise ValueError("--text is empty: give the words to speak")
+
+    models_dir = Path(args.models)
+    found = loaders.find_models(models_dir)
+    need = {"talker", "whisperx_vae"}
+    if args.ref_audio:
+        need.add("speaker")
+    if mode != P.Mode.SPEECH:
+        need.add("liax")
+    missing = {k: v for k, v in found.items() if k in need}
+    if any(v is None for v in missing.values()):
+        raise ValueError(loaders.missing_models_message(models_dir, missing))
+
+    device = _pick_device(args.device)
+    dtype = _pick_dtype(args.dtype, device)
+    progress = _Progress(args.quiet)
+    hooks = P.Hooks(progress=progress)
+    started = time.perf_counter()
+    log.info("loading models from %s on %s (%s)", models_dir, device, dtype)
+    bundle = loaders.load_talker(found["talker"], device=device, dtype=dtype, attn_implementation=args.attn)
+    vae = loaders.load_whisperx_vae(found["whisperx_vae"], device=device, dtype=torch.float32)
+    speaker_encoder = loaders.load_speaker_encoder(found["speaker"], device=device) if "speaker" in need else None
+    liax = loaders.load_liax(found["liax"], device=device, dtype=dtype) if "liax" in need else None
+
+    voice = face = reference_motion = forced_speech = forced_motion = None
+    if args.ref_audio:
+        wav, sr = media.load_audio(args.ref_audio, max_seconds=P.MAX_REFERENCE_SECONDS)
+        voice = P.encode_voice(vae, speaker_encoder, wav, sr)
+    if args.ref_image:
+        face = P.encode_face(liax, media.load_image(args.ref_image))
+    elif args.ref_video:
+        # Only the frames the request uses: the first (identity) and the prefix.
+        prefix_s = args.prefix_seconds if not args.ref_motion else 0.0
+        frames, fps = media.load_video_frames(args.ref_video, max_seconds=max(prefix_s, 1.0 / FPS) + 0.2,
+                                              target_fps=FPS)
+        face = P.encode_face(liax, frames[0])
+        if prefix_s > 0:
+            reference_motion = P.encode_motion(liax, frames, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
+    if args.ref_motion:
+        reference_motion = P.motion_from_reference_pt(args.ref_motion)
+    if mode == P.Mode.A2V:
+        wav, sr = media.load_audio(args.drive_audio, max_seconds=args.max_seconds)
+        forced_speech = P.encode_speech(vae, wav, sr, max_seconds=args.max_seconds, hooks=hooks)
+    if mode == P.Mode.V2A:
+        frames, fps = media.load_video_frames(args.drive_video, max_seconds=args.max_seconds, target_fps=FPS)
+        forced_motion = P.encode_motion(liax, frames, FPS, max_seconds=args.max_seconds, hooks=hooks)
+        if face is None:
+            face = P.encode_face(liax, frames[0])
+    load_seconds = time.perf_counter() - started
+
+    outputs = _outputs(Path(args.out), len(requests))
+    for request, out_path in zip(requests, outputs):
+        t0 = time.perf_counter()
+        result = P.generate(bundle, request, voice=voice, face=face, reference_motion=reference_motion,
+                            forced_speech=forced_speech, forced_motion=forced_motion, hooks=hooks)
+        audio = P.decode_speech(vae, result.speech)
+        if mode == P.Mode.SPEECH:
+            media.write_wav(out_path, audio, SAMPLE_RATE)
+        else:
+            frames = P.render_motion(liax, face, result.motion, chunk=args.render_chunk, hooks=hooks)
+            media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        wall = time.perf_counter() - t0
+        seconds = result.speech.frames / FPS
+        print(f"{out_path}: {seconds:.2f} s ({result.generated_seconds:.2f} s generated, "
+              f"{result.segments} segment{'s' if result.segments != 1 else ''}) in {wall:.1f} s wall, "
+              f"RTF {wall / max(seconds, 1e-9):.2f} [{mode}, seed {request.seed}]")
+    log.info("model loading and reference encoding took %.1f s", load_seconds)
+    return 0
