@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_SEGMENT_FRAMES = 750  # the model's training length: 30 s at 25 fps
 MAX_REFERENCE_SECONDS = 30.0
 MIN_REFERENCE_SECONDS = 0.5
+MAX_TEXT_CHARS = 10_000  # about 10 minutes of speech; longer texts are refused, not silently cut
 
 
 class Mode:
@@ -148,7 +149,8 @@ class TalkResult:
     motion: Optional[MotionCodes]
     generated_seconds: float
     wall_seconds: float
-    segments: int = 1
+    segments: int = 1  # segments generated
+    segments_planned: int = 1  # segments the text / forced stream was split into
     prefix_frames: int = 0
     p_stop: list = field(default_factory=list)
 
@@ -264,7 +266,8 @@ def encode_speech(vae, waveform: torch.Tensor, sample_rate: int,
     wav = to_mono(_as_waveform(waveform, sample_rate, "driving audio"))
     if max_seconds is not None:
         wav = wav[:, : int(round(max_seconds * sample_rate))]
-    _check_audible(wav, sample_rate, "driving audio")
+    if wav.shape[-1] < sample_rate / FPS:
+        raise ValueError(f"driving audio is {wav.shape[-1] / sample_rate:.3f} s long; give at least one frame (0.04 s)")
     window = int(MAX_REFERENCE_SECONDS * sample_rate)
     pieces = []
     starts = list(range(0, wav.shape[-1], window))
@@ -500,6 +503,11 @@ def _validate_wiring(request: TalkRequest, voice, face, reference_motion, forced
         raise ValueError(f"mode {mode!r} needs a reference face (or reference motion) to animate")
     if mode in (Mode.T2AV, Mode.SPEECH) and not request.text.strip():
         raise ValueError("the text is empty: give the words to speak")
+    if len(request.text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the text has {len(request.text)} characters; at most {MAX_TEXT_CHARS} are accepted per request. "
+            "Split it into several requests"
+        )
 
 
 def _user_prefix_frames(request: TalkRequest, voice, reference_motion) -> int:
@@ -593,6 +601,8 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
     for index, segment in enumerate(segments):
         remaining = budget - produced
         if remaining <= 0:
+            log.warning("max_seconds=%g reached: %d of %d text segment(s) were not spoken; raise max_seconds "
+                        "to say the whole text", request.max_seconds, len(segments) - index, len(segments))
             break
         if index == 0:
             ref_speech = voice.speech.latents if voice is not None else None
@@ -659,6 +669,7 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
         generated_seconds=produced / FPS,
         wall_seconds=time.perf_counter() - start_time,
         segments=len(gen_speech),
+        segments_planned=len(segments),
         prefix_frames=0 if prefix_speech is None else int(prefix_speech.shape[0]),
         p_stop=p_stop,
     )
