@@ -1,0 +1,1 @@
+"""Stand-in for ComfyUI's ``comfy`` package (only what our nodes use)."""
