@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         if mode == P.Mode.SPEECH:
             media.write_wav(out_path, audio, SAMPLE_RATE)
         else:
-            frames = P.render_motion(liax, face, result.motion, chunk=args.render_chunk, hooks=hooks)
+            frames = P.render_motion(liax, face, result.motion, chunk=args.render_chunk, hooks=hooks, as_uint8=True)
             media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS

@@ -45,6 +45,7 @@ __all__ = [
     "generate",
     "decode_speech",
     "render_motion",
+    "RenderOutOfMemory",
     "split_text",
 ]
 
@@ -171,8 +172,8 @@ class TalkResult:
 
 
 def _device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
+    p = next(module.parameters(), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
 
 
 def _as_waveform(waveform: torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
@@ -369,13 +370,32 @@ def decode_speech(vae, speech: SpeechLatents) -> torch.Tensor:
     return wav[0].float().clamp(-1, 1).cpu()
 
 
+class RenderOutOfMemory(RuntimeError):
+    """Rendering ran out of memory even one frame at a time; the motion codes are untouched."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 @torch.inference_mode()
 def render_motion(liax, face: Identity, motion: MotionCodes, chunk: int = 8,
                   hooks: Optional[Hooks] = None, stats: Optional[MotionStats] = None,
-                  preview_every: int = 25) -> torch.Tensor:
-    """Motion codes → video frames (T, 512, 512, 3) float32 in [0, 1] on the CPU.
+                  preview_every: int = 25, as_uint8: bool = False) -> torch.Tensor:
+    """Motion codes → video frames (T, 512, 512, 3) on the CPU: float32 in [0, 1], or uint8 with ``as_uint8``.
 
     Frames are rendered ``chunk`` at a time; ``hooks`` is told after every chunk and may cancel.
+    When a chunk runs out of memory the chunk is halved and retried (down to one frame); only if
+    a single frame does not fit is :class:`RenderOutOfMemory` raised. Nothing the caller passed in
+    is modified, so a failed render can be retried with other settings without generating again.
     """
     hooks = hooks or Hooks()
     stats = stats or MotionStats.release()
@@ -386,16 +406,32 @@ def render_motion(liax, face: Identity, motion: MotionCodes, chunk: int = 8,
     z = face.z.to(device, dtype)
     feats = [f.to(device, dtype) for f in face.feats]
     total = raw.shape[0]
-    out = torch.empty((total, 512, 512, 3), dtype=torch.float32)
-    for start in range(0, total, chunk):
+    out = torch.empty((total, 512, 512, 3), dtype=torch.uint8 if as_uint8 else torch.float32)
+    start = 0
+    while start < total:
         hooks.check()
         alpha = raw[start: start + chunk].to(device, dtype)
-        frames = liax.render(z, feats, alpha)  # (b, 3, 512, 512) in [-1, 1]
+        try:
+            frames = liax.render(z, feats, alpha)  # (b, 3, 512, 512) in [-1, 1]
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            _free_device_memory(device)
+            if chunk == 1:
+                raise RenderOutOfMemory(
+                    f"rendering one 512×512 frame does not fit in {device} memory; free memory (close other "
+                    "models), use a lower precision, or render on the CPU. The generated motion is kept: "
+                    "retry the render only"
+                ) from exc
+            chunk = max(1, chunk // 2)
+            log.warning("out of memory rendering; retrying with %d frame(s) per chunk", chunk)
+            continue
         frames = ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
-        out[start: start + frames.shape[0]] = frames
         done = start + frames.shape[0]
+        out[start:done] = (frames * 255).round().to(torch.uint8) if as_uint8 else frames
         preview = frames[-1] if (done // preview_every) != (start // preview_every) or done == total else None
         hooks.report(done, total, "render", preview)
+        start = done
     return out
 
 
