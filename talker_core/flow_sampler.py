@@ -18,6 +18,11 @@ The time and step sizes follow the reference's own float32 recursion
 (t ← t − Δ, Δ ← t − grid[k+1]), computed once per settings and device. All of
 the sampler's arithmetic is float32; the estimator sees its own dtype.
 
+:meth:`FlowSampler.sample` drives a plain estimator; :meth:`FlowSampler.sample_prepared`
+drives a prepared CFG-pair velocity (:class:`talker_core.dit_head.PatchVelocity`,
+the generation fast path). Both share :meth:`FlowSampler.integrate`, the Euler
+loop, whose step sizes are Python floats: no host synchronisation per step.
+
 Legend: N batch, C latent channels, T frames of the patch, Tc context frames,
 D backbone width, G global condition width.
 """
@@ -154,8 +159,45 @@ class FlowSampler:
         global_in = global_cond.to(dtype).repeat(2, 1)
         dt_in = torch.zeros(2 * n, device=device, dtype=dtype)
         times = sched.times.to(dtype).expand(-1, 2 * n)
+
+        def velocity(x: torch.Tensor, k: int) -> torch.Tensor:
+            return estimator(x.to(dtype).repeat(2, 1, 1), mu_in, times[k], cond_in, global_in, dt_in).float()
+
+        return self.integrate(velocity, x, sched, settings)
+
+    @torch.no_grad()
+    def sample_prepared(
+        self,
+        velocity,
+        noise: torch.Tensor,
+        mu: torch.Tensor,
+        cond: torch.Tensor,
+        global_cond: torch.Tensor,
+        settings: FlowSettings = FlowSettings(),
+    ) -> torch.Tensor:
+        """:meth:`sample` with a prepared CFG-pair velocity (fast path).
+
+        velocity: a :class:`talker_core.dit_head.PatchVelocity` built on this sampler's
+                  ``schedule(settings, device).times``; ``velocity.begin(mu, cond,
+                  global_cond)`` is called here, then ``velocity(x, k)`` per step.
+        Shapes as in :meth:`sample`; returns (N, C, T) float32 on mu's device.
+        """
+        device = mu.device
+        sched = self.schedule(settings, device)
+        x = noise.to(device=device, dtype=torch.float32) * settings.temperature
+        if sched.first >= settings.steps:
+            return x
+        velocity.begin(mu, cond, global_cond)
+        return self.integrate(velocity, x, sched, settings)
+
+    @staticmethod
+    def integrate(velocity, x: torch.Tensor, sched: FlowSchedule, settings: FlowSettings) -> torch.Tensor:
+        """The Euler loop: ``velocity(x, k)`` → (2N, C, T) float32 velocities of the CFG pair
+        (rows [0, N) conditional, [N, 2N) unconditional); guidance and update in float32.
+        No host synchronisation: the step sizes are Python floats. x: (N, C, T) → (N, C, T)."""
+        n = x.shape[0]
         for k in range(sched.first, settings.steps):
-            v = estimator(x.to(dtype).repeat(2, 1, 1), mu_in, times[k], cond_in, global_in, dt_in).float()
+            v = velocity(x, k)
             v_cond, v_uncond = v[:n], v[n:]
             if settings.cfg_zero_star:
                 dot = (v_cond * v_uncond).flatten(1).sum(dim=1)

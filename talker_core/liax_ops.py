@@ -7,6 +7,14 @@ resampling and the fused bias + leaky ReLU) and falls back to slow native code o
 CPU; here both are plain ``torch.nn.functional`` calls that give the same numbers
 on every device.
 
+Fast variants (the renderer's fast mode, see ``LiaXGenerator.fast_render``):
+``modulated_conv2d(..., fused=False)`` scales the activations by the style and
+the output by the demodulation factor instead of building one weight set per
+frame (the same function, a standard batched convolution: cuDNN/oneDNN at full
+speed, no per-frame weights); ``bias_leaky_relu(..., inplace=True)`` works in
+the convolution's fresh output. ``upfirdn2d`` builds its padded zero-inserted
+grid in one buffer.
+
 Legend: N batch, C channels, H/W height/width, K filter taps, B frames sharing
 one identity, S style width.
 """
@@ -56,20 +64,39 @@ def upfirdn2d(
     kh, kw = kernel.shape
     px0, px1, py0, py1 = pad
     k = kernel.to(dtype=x.dtype, device=x.device)
+    weight = torch.flip(k, [0, 1]).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    if up > 1 and min(pad) >= 0:
+        # zero-inserted and padded grid in one buffer: the same values as inserting, then padding
+        grid = torch.empty((n, c, h * up + py0 + py1, w * up + px0 + px1), dtype=x.dtype, device=x.device,
+                           memory_format=_memory_format(x)).zero_()
+        grid[:, :, py0:py0 + h * up:up, px0:px0 + w * up:up] = x
+        return F.conv2d(grid, weight, stride=down, groups=c)
     if up > 1:
         grid = x.new_zeros(n, c, h * up, w * up)
         grid[:, :, ::up, ::up] = x
         x = grid
-    weight = torch.flip(k, [0, 1]).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
     if any(pad):
         x = F.pad(x, [px0, px1, py0, py1])
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def bias_leaky_relu(
-    x: torch.Tensor, bias: torch.Tensor | None, slope: float = LEAKY_SLOPE, gain: float = LEAKY_GAIN
+    x: torch.Tensor, bias: torch.Tensor | None, slope: float = LEAKY_SLOPE, gain: float = LEAKY_GAIN,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """gain · leaky_relu(x + bias) with the bias broadcast over channel dim 1. x: (N, C, …); bias: (C,)."""
+    """gain · leaky_relu(x + bias) with the bias broadcast over channel dim 1. x: (N, C, …); bias: (C,).
+
+    inplace: overwrite ``x`` (a temporary nobody else holds) with the result; same numbers."""
+    if inplace:
+        if bias is not None:
+            x.add_(bias.reshape(1, -1, *([1] * (x.ndim - 2))))
+        return F.leaky_relu_(x, negative_slope=slope).mul_(gain)
     if bias is not None:
         x = x + bias.reshape(1, -1, *([1] * (x.ndim - 2)))
     return F.leaky_relu(x, negative_slope=slope) * gain
@@ -82,6 +109,7 @@ def modulated_conv2d(
     demodulate: bool,
     transposed_stride: int = 1,
     eps: float = 1e-8,
+    fused: bool = True,
 ) -> torch.Tensor:
     """StyleGAN2 modulated convolution, one weight set per sample, run as one grouped conv.
 
@@ -91,9 +119,25 @@ def modulated_conv2d(
     (rsqrt(Σ w² + eps)). ``transposed_stride`` = 2 runs a stride-2 transposed
     convolution without padding ((N, Cout, 2H+K−2, 2W+K−2); the caller blurs);
     otherwise a same-padded convolution (N, Cout, H, W).
+
+    fused=False computes the same function without per-sample weights:
+    conv(x · styles, weight) · rsqrt(styles² · Σ_k weight² + eps) (the factor in
+    float32); it keeps ``x``'s memory format (channels-last stays channels-last).
     """
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
+    if not fused:
+        xs = x * styles.reshape(n, cin, 1, 1).to(x.dtype)
+        if transposed_stride > 1:
+            out = F.conv_transpose2d(xs, weight.transpose(0, 1), stride=transposed_stride)
+        else:
+            out = F.conv2d(xs, weight, padding=kh // 2)
+        if demodulate:
+            acc = torch.promote_types(weight.dtype, torch.float32)
+            power = weight.to(acc).pow(2).sum(dim=(2, 3))  # (Cout, Cin)
+            d = torch.rsqrt(styles.to(acc).pow(2) @ power.t() + eps)  # (N, Cout)
+            out = out.mul_(d.to(out.dtype).reshape(n, cout, 1, 1))
+        return out
     wts = weight.unsqueeze(0) * styles.reshape(n, 1, cin, 1, 1)  # (N, Cout, Cin, K, K)
     if demodulate:
         wts = wts * torch.rsqrt(wts.pow(2).sum(dim=(2, 3, 4)) + eps).reshape(n, cout, 1, 1, 1)

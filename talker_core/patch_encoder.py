@@ -8,6 +8,9 @@ pre-norm ``blocks`` (see :mod:`talker_core.blocks`) and a final ``norm`` follow;
 the CLS position is the patch token. Talker has two: ``speech_patch_encoder``
 and ``motion_patch_encoder``, both at the backbone width.
 
+Fast path (:meth:`PatchEncoder.encode`): the same function with a choice of
+linear kernel, and the last block computed for the CLS position only.
+
 Legend: B batch, T patches, P frames per patch, D input width, H output width.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import AdjacentPairRotary, RMSNorm, TransformerBlock
+from .blocks import AdjacentPairRotary, RMSNorm, TransformerBlock, block_forward, plain_linear
 
 __all__ = ["PatchEncoderConfig", "PatchEncoder"]
 
@@ -81,4 +84,19 @@ class PatchEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, self.rope)
         # RMSNorm acts per position: normalising the CLS position alone is exact.
+        return self.norm(x[:, 0]).view(b, t, -1)
+
+    def encode(self, frames: torch.Tensor, linear=plain_linear) -> torch.Tensor:
+        """:meth:`forward` for the generation fast path: frames (B, T, P, D) → tokens (B, T, H).
+
+        ``linear`` is the linear kernel (see :class:`talker_core.blocks.LinearKernels`); the last
+        block computes the CLS position only. Equal to :meth:`forward` up to float rounding.
+        """
+        b, t, p, _ = frames.shape
+        x = linear(self.input_proj, frames)
+        cls = self.cls_token.to(x.dtype).expand(b, t, 1, -1)
+        x = torch.cat([cls, x], dim=2).flatten(0, 1)  # (B·T, P+1, H)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block_forward(block, x, self.rope, linear, rows=slice(0, 1) if i == last else None)
         return self.norm(x[:, 0]).view(b, t, -1)

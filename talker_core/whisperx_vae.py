@@ -337,7 +337,10 @@ class Snake1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.alpha
-        return x + (a + 1e-9).reciprocal() * torch.sin(a * x).pow(2)
+        if torch.is_grad_enabled() and (x.requires_grad or a.requires_grad):
+            return x + (a + 1e-9).reciprocal() * torch.sin(a * x).pow(2)
+        # inference: the same operations in one temporary (products and sums commute exactly)
+        return (a * x).sin_().pow_(2).mul_((a + 1e-9).reciprocal()).add_(x)
 
 
 class ResidualUnit(nn.Module):
