@@ -198,9 +198,7 @@ def read_pickle(path: str | os.PathLike, allowed_globals: Sequence = ()) -> obje
         )
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(
-                str(path), map_location="cpu", weights_only=True, mmap=(kind == "zip-pickle")
-            )
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=(kind == "zip-pickle"))
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"Refused to load {path}: {_refusal_reason(exc)}. Only plain tensor data is accepted, because "
