@@ -53,7 +53,7 @@ def models(comfy):
 
 @pytest.fixture(scope="module")
 def fast_face_model(comfy):
-    """LIA-X's interface at a fraction of the cost (the debug LIA-X renders a frame in up to a minute)."""
+    """LIA-X's interface at a fraction of the cost: node tests render many frames; the real debug LIA-X is covered elsewhere."""
     from nodes import host
 
     module = harness.FastLiaX()
