@@ -619,8 +619,8 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
         forced_motion.codes if forced_motion is not None else None)
     if forced is not None:
         forced = forced[:budget]
-        segments = _forced_windows(forced, max(PATCH, seg_frames - prefix), max(PATCH, seg_frames - carry), request.text,
-                                   request.max_segment_chars)
+        first_room, later_room = max(PATCH, seg_frames - prefix), max(PATCH, seg_frames - carry)
+        segments = _forced_windows(forced, first_room, later_room, request.text, request.max_segment_chars)
     else:
         segments = [_Segment(t) for t in split_text(request.text, request.max_segment_chars)]
 

@@ -6,6 +6,7 @@ they can be cached, saved and moved between devices freely.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,8 @@ class MotionStats:
 
     @classmethod
     def release(cls) -> "MotionStats":
-        data = json.loads((Path(__file__).parent / "data" / "motion_stats.json").read_text())
-        mean = torch.tensor(data["mean"], dtype=torch.float32)
-        std = torch.tensor(data["std"], dtype=torch.float32).clamp_min(1e-6)
-        return cls(mean, std)
+        """The release statistics (read once, then shared: treat the tensors as read-only)."""
+        return _release_stats()
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """(…, 40) raw LIA-X codes → normalised codes (float32)."""
@@ -56,6 +55,14 @@ class MotionStats:
     def denormalize(self, codes: torch.Tensor) -> torch.Tensor:
         """(…, 40) normalised codes → raw LIA-X codes (float32)."""
         return codes.float() * self.std.to(codes.device) + self.mean.to(codes.device)
+
+
+@functools.lru_cache(maxsize=1)
+def _release_stats() -> MotionStats:
+    data = json.loads((Path(__file__).parent / "data" / "motion_stats.json").read_text())
+    mean = torch.tensor(data["mean"], dtype=torch.float32)
+    std = torch.tensor(data["std"], dtype=torch.float32).clamp_min(1e-6)
+    return MotionStats(mean, std)
 
 
 @dataclass

@@ -58,11 +58,11 @@ class _OomAbove(torch.nn.Module):
 def test_render_halves_the_chunk_on_out_of_memory(models, refs):
     _, face = refs
     motion = P.MotionCodes(torch.randn(5, 40))
-    expected = P.render_motion(models["liax"], face, motion, chunk=1)
+    expected = P.render_motion(models["liax"], face, motion, chunk=2)  # the chunking the fallback ends at
     flaky = _OomAbove(models["liax"], limit=2)
     frames = P.render_motion(flaky, face, motion, chunk=8)
-    assert flaky.calls[:3] == [5, 4, 2]  # 8 (clipped to 5) → 4 → 2, then 2-frame chunks
-    torch.testing.assert_close(frames, expected, atol=2e-3, rtol=0)  # batched vs single: rounding only
+    assert flaky.calls == [5, 4, 2, 2, 1]  # 8 (clipped to 5) → 4 → 2, then 2-frame chunks to the end
+    torch.testing.assert_close(frames, expected, atol=1e-6, rtol=0)
 
 
 def test_render_out_of_memory_at_one_frame_is_a_clear_error(models, refs):
@@ -122,8 +122,8 @@ def test_render_interruption_then_full_render_matches(models, refs):
     with pytest.raises(P.Cancelled):
         P.render_motion(models["liax"], face, motion, chunk=2, hooks=P.Hooks(should_cancel=cancel))
     again = P.render_motion(models["liax"], face, motion, chunk=2)
-    once = P.render_motion(models["liax"], face, motion, chunk=4)
-    torch.testing.assert_close(again, once, atol=2e-3, rtol=0)
+    once = P.render_motion(models["liax"], face, motion, chunk=2, hooks=P.Hooks(should_cancel=lambda: False))
+    torch.testing.assert_close(again, once, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------------- endurance
@@ -167,6 +167,7 @@ def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_f
         dict(text="Dub it."),  # V2A: forced_motion filled in below from the first T2AV run
     ]
     results, rss = {}, []
+    compared = 0
     first_motion = None
     for i in range(30):
         kind = i % 4
@@ -186,13 +187,12 @@ def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_f
         key = (kind, i % 8)
         if key in results:
             assert torch.equal(results[key], speech.latents), f"run {i}: same seed, different speech"
+            compared += 1
         results[key] = speech.latents.clone()
         rss.append(_rss_mb())
     growth = max(rss[8:]) - rss[7]
     assert growth < RSS_GROWTH_BOUND_MB, f"RSS grew {growth:.0f} MB over runs 9-30 (bound {RSS_GROWTH_BOUND_MB} MB)"
-    assert any(k for k in results if results.get(k) is not None)
-    repeats = sum(1 for i in range(30) for j in range(i) if (i % 4, i % 8) == (j % 4, j % 8))
-    assert repeats >= 2  # the same-seed check above actually ran
+    assert compared >= 2, "the same-seed comparison must actually run"
 
 
 # ---------------------------------------------------------------------------------- fuzzing
