@@ -36,14 +36,24 @@ def _ensure_talker_core() -> None:
 _ensure_talker_core()
 
 from .decoders import TalkerDecodeSpeech, TalkerRenderVideo  # noqa: E402
-from .encoders import TalkerEncodeFace, TalkerEncodeMotion, TalkerEncodeSpeech, TalkerEncodeVoice  # noqa: E402
+from .encoders import (  # noqa: E402
+    TalkerEncodeFace,
+    TalkerEncodeMotion,
+    TalkerEncodeSpeech,
+    TalkerEncodeVoice,
+)
 from .latents import (  # noqa: E402
     TalkerLoadMotionLatents,
     TalkerLoadSpeechLatents,
     TalkerSaveMotionLatents,
     TalkerSaveSpeechLatents,
 )
-from .loaders import TalkerLoadCodec, TalkerLoadFaceModel, TalkerLoadModel, TalkerLoadSpeakerEncoder  # noqa: E402
+from .loaders import (  # noqa: E402
+    TalkerLoadCodec,
+    TalkerLoadFaceModel,
+    TalkerLoadModel,
+    TalkerLoadSpeakerEncoder,
+)
 from .sampler import TalkerSampler  # noqa: E402
 
 NODES = [

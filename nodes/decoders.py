@@ -7,7 +7,14 @@ from comfy_api.latest import io
 
 from . import host
 from .plot import summary_ui
-from .sockets import CATEGORY, TalkerCodec, TalkerFace, TalkerFaceModel, TalkerMotion, TalkerSpeech
+from .sockets import (
+    CATEGORY,
+    TalkerCodec,
+    TalkerFace,
+    TalkerFaceModel,
+    TalkerMotion,
+    TalkerSpeech,
+)
 
 
 class TalkerDecodeSpeech(io.ComfyNode):
@@ -62,6 +69,7 @@ class TalkerRenderVideo(io.ComfyNode):
     @classmethod
     def execute(cls, face_model, face, motion, chunk) -> io.NodeOutput:
         import comfy.model_management as mm
+
         from talker_core.pipeline import render_motion
         from talker_core.types import FPS
 

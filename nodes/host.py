@@ -11,11 +11,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-import torch
-
 import comfy.model_management as mm
 import comfy.utils
 import folder_paths
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def find_model_path(name: str, folder: bool = False) -> Optional[str]:
 
 
 def missing_model_error(name: str, kind: str, default: str) -> FileNotFoundError:
-    from talker_core.loaders import DOWNLOAD_COMMAND
+    from talker_core.weights.loaders import DOWNLOAD_COMMAND
 
     roots = model_roots()
     command = DOWNLOAD_COMMAND.format(models_dir=f'"{roots[0]}"')
@@ -100,7 +99,7 @@ def missing_model_error(name: str, kind: str, default: str) -> FileNotFoundError
 
 def download(kind: str) -> None:
     """Fetch one released component into the first model root, with a progress bar."""
-    from talker_core import download as dl
+    from talker_core.weights import download as dl
 
     root = model_roots()[0]
     os.makedirs(root, exist_ok=True)

@@ -16,9 +16,8 @@ import logging
 import os
 import struct
 
-from comfy_api.latest import io
-
 import folder_paths
+from comfy_api.latest import io
 
 from .plot import summary_ui
 from .sockets import CATEGORY, TalkerMotion, TalkerSpeech

@@ -18,12 +18,18 @@ import os
 from comfy_api.latest import io
 
 from . import host
-from .sockets import CATEGORY, TalkerCodec, TalkerFaceModel, TalkerModel, TalkerSpeakerEncoder
+from .sockets import (
+    CATEGORY,
+    TalkerCodec,
+    TalkerFaceModel,
+    TalkerModel,
+    TalkerSpeakerEncoder,
+)
 
 
 def _release_name(kind: str) -> str:
     """Where the release puts a component, relative to the model folder."""
-    from talker_core.loaders import MODEL_LAYOUT
+    from talker_core.weights.loaders import MODEL_LAYOUT
 
     return MODEL_LAYOUT[kind]
 
@@ -116,7 +122,7 @@ class TalkerLoadModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_folder, precision, attention, device, download_if_missing) -> io.NodeOutput:
-        from talker_core.loaders import load_talker
+        from talker_core.weights.loaders import load_talker
 
         host.check_attention(attention)
         path = _locate("talker", model_folder, download_if_missing, True, "Talker-T2AV model folder")
@@ -172,7 +178,7 @@ class TalkerLoadCodec(_SingleFileLoader):
 
     @classmethod
     def execute(cls, file, precision, device, download_if_missing) -> io.NodeOutput:
-        from talker_core.loaders import load_whisperx_vae
+        from talker_core.weights.loaders import load_whisperx_vae
 
         return cls._load(load_whisperx_vae, file, precision, device, download_if_missing)
 
@@ -200,7 +206,7 @@ class TalkerLoadFaceModel(_SingleFileLoader):
 
     @classmethod
     def execute(cls, file, precision, device, download_if_missing) -> io.NodeOutput:
-        from talker_core.loaders import load_liax
+        from talker_core.weights.loaders import load_liax
 
         return cls._load(load_liax, file, precision, device, download_if_missing)
 
@@ -228,6 +234,6 @@ class TalkerLoadSpeakerEncoder(_SingleFileLoader):
 
     @classmethod
     def execute(cls, file, precision, device, download_if_missing) -> io.NodeOutput:
-        from talker_core.loaders import load_speaker_encoder
+        from talker_core.weights.loaders import load_speaker_encoder
 
         return cls._load(load_speaker_encoder, file, precision, device, download_if_missing)

@@ -15,7 +15,14 @@ from comfy_api.latest import io
 
 from . import host
 from .plot import motion_plot, summary_ui
-from .sockets import CATEGORY, TalkerFace, TalkerModel, TalkerMotion, TalkerSpeech, TalkerVoice
+from .sockets import (
+    CATEGORY,
+    TalkerFace,
+    TalkerModel,
+    TalkerMotion,
+    TalkerSpeech,
+    TalkerVoice,
+)
 
 MODE_NAMES = {"t2av": "T2AV", "a2v": "A2V", "v2a": "V2A", "speech": "speech only"}
 

@@ -10,3 +10,19 @@ on first use.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# Short names kept for the public Python API (``from talker_core import loaders``).
+_ALIASES = {
+    "loaders": "talker_core.weights.loaders",
+    "download": "talker_core.weights.download",
+    "debug_models": "talker_core.weights.debug_models",
+}
+
+
+def __getattr__(name: str):
+    target = _ALIASES.get(name)
+    if target is None:
+        raise AttributeError(f"module 'talker_core' has no attribute {name!r}")
+    import importlib
+
+    return importlib.import_module(target)

@@ -222,7 +222,14 @@ def write_debug_tokenizer(folder: str | os.PathLike) -> Path:
     vocabulary. Saved as ``tokenizer.json`` + ``tokenizer_config.json`` (with
     :data:`DEBUG_CHAT_TEMPLATE`); loads with :func:`load_tokenizer`.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def load_fixture(path: Path | None):
 @pytest.fixture(scope="session")
 def debug_models(tmp_path_factory):
     """A complete tiny random-weight model set in the published layout (written once per run)."""
-    from talker_core.debug_models import write_debug_models
+    from talker_core.weights.debug_models import write_debug_models
 
     out = tmp_path_factory.mktemp("debug_models")
     write_debug_models(out, seed=0)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from talker_core import audio_frontend as af
-from talker_core.whisperx_vae import (
+from talker_core.models import audio_frontend as af
+from talker_core.models.whisperx_vae import (
     CodecDecoderConfig,
     CodecEncoderConfig,
     WhisperEncoderConfig,

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from talker_core.checkpoint import read_pickle, sniff_format
 from talker_core.cli import main
-from talker_core.loaders import KINDS, MODEL_LAYOUT
+from talker_core.weights.loaders import KINDS, MODEL_LAYOUT
 from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_cli_writes_the_four_files_in_the_layout(tmp_path, debug_models):
 
 
 def test_talker_file_is_safetensors_with_its_config(debug_models):
-    from talker_core.talker import TalkerConfig
+    from talker_core.models.talker import TalkerConfig
 
     path = debug_models / "talker-t2av" / "model.safetensors"
     with safe_open(str(path), framework="pt") as f:
@@ -124,7 +124,7 @@ def test_commands_can_be_registered_lazily(capsys, monkeypatch):
 
 
 def test_seed_must_be_a_non_negative_integer(tmp_path):
-    from talker_core.debug_models import write_debug_models
+    from talker_core.weights.debug_models import write_debug_models
 
     with pytest.raises(ValueError, match="seed"):
         write_debug_models(tmp_path, seed=-1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from talker_core.download import SOURCES, DownloadError, HubClient, download_models
+from talker_core.weights.download import SOURCES, DownloadError, HubClient, download_models
 
 
 class FakeHub(HubClient):

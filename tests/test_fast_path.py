@@ -15,14 +15,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from talker_core.blocks import LinearKernels, TransformerBlock, AdjacentPairRotary, block_forward
-from talker_core.dit_head import PatchVelocity
-from talker_core.flow_sampler import FlowSampler, FlowSettings
-from talker_core.generation import FastPath, GenerationMode, SamplingSettings, TalkerGenerator
-from talker_core.liax import LiaXConfig, LiaXGenerator, StreamingRenderer
-from talker_core.liax_ops import modulated_conv2d, upfirdn2d
-from talker_core.talker import TalkerConfig, TalkerModel
-from talker_core.whisperx_vae import WhisperXVAE, WhisperXVAEConfig
+from talker_core.models.blocks import LinearKernels, TransformerBlock, AdjacentPairRotary, block_forward
+from talker_core.models.dit_head import PatchVelocity
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
+from talker_core.generation.engine import FastPath, GenerationMode, SamplingSettings, TalkerGenerator
+from talker_core.models.liax import LiaXConfig, LiaXGenerator, StreamingRenderer
+from talker_core.models.liax_ops import modulated_conv2d, upfirdn2d
+from talker_core.models.talker import TalkerConfig, TalkerModel
+from talker_core.models.whisperx_vae import WhisperXVAE, WhisperXVAEConfig
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 
@@ -102,7 +102,7 @@ def test_fast_engine_equals_plain_engine(model, case, variant):
 
 
 def test_release_fast_path(model):
-    import talker_core.generation as gen_mod
+    import talker_core.generation.engine as gen_mod
 
     _run(model, FastPath(), "t2av")
     assert model in gen_mod._RESOURCES
@@ -351,7 +351,7 @@ class _ReplayGraph:
 def test_graph_mode_program_logic_on_cpu(model, monkeypatch):
     """The graph-mode bookkeeping (shared cache buckets, programs reused across engines and
     runs, warm-up and restore around the capture) with a CPU stand-in for the CUDA graph."""
-    import talker_core.generation as gen_mod
+    import talker_core.generation.engine as gen_mod
 
     graphs = []
 
@@ -382,7 +382,7 @@ def test_graph_mode_program_logic_on_cpu(model, monkeypatch):
 
 
 def test_failed_capture_falls_back_to_eager(model, monkeypatch):
-    import talker_core.generation as gen_mod
+    import talker_core.generation.engine as gen_mod
 
     def broken(body, mutable):
         raise RuntimeError("no graphs here")

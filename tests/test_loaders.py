@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from talker_core import loaders
+from talker_core.weights import loaders
 from talker_core.checkpoint import CheckpointError, read_pickle, sniff_format
-from talker_core.loaders import (
+from talker_core.weights.loaders import (
     CONVERTED_LAYOUT,
     KINDS,
     MODEL_LAYOUT,
@@ -84,7 +84,7 @@ def test_debug_set_loads_through_every_loader(debug_models):
     assert emb.shape == (2, 256) and torch.isfinite(emb).all() and emb.std() > 0
 
     liax = loaders.load_liax(_file(debug_models, "liax"))
-    from talker_core.debug_models import debug_liax_config
+    from talker_core.weights.debug_models import debug_liax_config
 
     assert liax.cfg == debug_liax_config() and not liax.training
     assert next(liax.parameters()).dtype == torch.float32
@@ -95,7 +95,7 @@ def test_debug_set_loads_through_every_loader(debug_models):
 
 def test_sizes_are_recovered_from_the_published_files(debug_models):
     """The pickles carry no (or partial) config: what the loaders infer must be the debug set's sizes."""
-    from talker_core import debug_models as dm
+    from talker_core.weights import debug_models as dm
 
     assert loaders._read_whisperx(_file(debug_models, "whisperx_vae"))[1] == dm.debug_whisperx_config()
     assert loaders._read_speaker(_file(debug_models, "speaker"))[1] == dm.debug_speaker_config()
@@ -157,7 +157,7 @@ def test_lightning_checkpoint_loads_without_omegaconf(debug_models):
     """The real model.ckpt holds an OmegaConf tree; reading it must not need (or import) omegaconf."""
     code = (
         "import sys; sys.modules['omegaconf'] = None\n"
-        "from talker_core.loaders import load_whisperx_vae\n"
+        "from talker_core.weights.loaders import load_whisperx_vae\n"
         f"m = load_whisperx_vae({str(_file(debug_models, 'whisperx_vae'))!r})\n"
         "print(m.cfg.codec_encoder.in_dim, m.cfg.sample_rate)\n"
     )

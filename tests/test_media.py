@@ -517,14 +517,16 @@ def test_write_mp4_float_odd_size_no_audio(tmp_path):
 
 def test_write_mp4_interrupted_leaves_nothing(tmp_path, monkeypatch):
     frames = torch.zeros(40, 32, 32, 3, dtype=torch.uint8)
-    real = media._frame_chunks
+    from talker_core.media import output as media_output
+
+    real = media_output._frame_chunks
 
     def interrupted(*args, **kwargs):
         it = real(*args, **kwargs)
         yield next(it)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(media, "_frame_chunks", interrupted)
+    monkeypatch.setattr(media_output, "_frame_chunks", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_mp4(tmp_path / "x.mp4", frames, 25, np.zeros((1, 48000), np.float32), 24000)
     assert list(tmp_path.iterdir()) == []

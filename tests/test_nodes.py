@@ -216,7 +216,7 @@ def test_loader_missing_file_is_explained(comfy):
 
 def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
     import folder_paths
-    import talker_core.download as dl
+    import talker_core.weights.download as dl
     from nodes import loaders
 
     calls = []
@@ -230,9 +230,9 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
         return [Path(models_dir) / "lia-x.pt"]
 
     monkeypatch.setattr(dl, "download_models", fake_download)
-    import talker_core.loaders
+    import talker_core.weights.loaders
 
-    monkeypatch.setattr(talker_core.loaders, "load_liax", lambda path, device, dtype: torch.nn.Linear(2, 2))
+    monkeypatch.setattr(talker_core.weights.loaders, "load_liax", lambda path, device, dtype: torch.nn.Linear(2, 2))
     monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
     saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
     try:
@@ -495,7 +495,7 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
     """In ComfyUI, models load and run under torch.inference_mode(), so their weights are inference
     tensors (no version counter). Real-size layers take the CPU packed-linear path that debug-size
     layers skip; lower its size threshold so the debug model exercises it too."""
-    blocks = pytest.importorskip("talker_core.blocks")
+    blocks = pytest.importorskip("talker_core.models.blocks")
     kernels = getattr(blocks, "LinearKernels", None)
     if kernels is None or not kernels.__init__.__defaults__:
         pytest.skip("no packed-linear kernels in this talker_core")

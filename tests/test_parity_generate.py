@@ -31,8 +31,8 @@ from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import load_strict
-from talker_core.generation import GenerationMode, SamplingSettings, TalkerGenerator
-from talker_core.talker import TALKER_KEYS, TalkerConfig, TalkerModel
+from talker_core.generation.engine import GenerationMode, SamplingSettings, TalkerGenerator
+from talker_core.models.talker import TALKER_KEYS, TalkerConfig, TalkerModel
 
 _MODELS: dict = {}
 

@@ -15,8 +15,8 @@ from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import load_strict
-from talker_core.flow_sampler import FlowSampler, FlowSettings
-from talker_core.talker import TALKER_KEYS, TalkerConfig, TalkerModel
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
+from talker_core.models.talker import TALKER_KEYS, TalkerConfig, TalkerModel
 
 PARAMS = golden_params("heads_units")
 _MODELS: dict = {}

@@ -14,8 +14,8 @@ import torch
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
 from talker_core.checkpoint import CheckpointError, load_strict
-from talker_core.liax import LIAX_KEYS, LiaXConfig, LiaXGenerator, state_dict_from_file
-from talker_core.liax_ops import upfirdn2d, warp_features
+from talker_core.models.liax import LIAX_KEYS, LiaXConfig, LiaXGenerator, state_dict_from_file
+from talker_core.models.liax_ops import upfirdn2d, warp_features
 
 
 class _Case:

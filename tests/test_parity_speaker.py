@@ -7,14 +7,14 @@ import torch
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
 from talker_core.checkpoint import CheckpointError, load_strict
-from talker_core.speaker_encoder import (
+from talker_core.models.speaker_encoder import (
     SPEAKER_KEYS,
     SpeakerEncoder,
     SpeakerEncoderConfig,
     config_from_state_dict,
     state_dict_from_file,
 )
-from talker_core.wavlm import WavLMConfig, format_conv_layers, parse_conv_layers
+from talker_core.models.wavlm import WavLMConfig, format_conv_layers, parse_conv_layers
 
 RELEASE_CONV = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 

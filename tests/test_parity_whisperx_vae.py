@@ -13,9 +13,9 @@ import torch
 
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
-from talker_core.audio_frontend import resample, whisper_log_mel
+from talker_core.models.audio_frontend import resample, whisper_log_mel
 from talker_core.checkpoint import CheckpointError, load_strict
-from talker_core.whisperx_vae import (
+from talker_core.models.whisperx_vae import (
     WHISPERX_VAE_KEYS,
     WhisperEncoderConfig,
     WhisperXVAE,

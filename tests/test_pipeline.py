@@ -8,7 +8,7 @@ import torch
 
 from talker_core import loaders
 from talker_core import pipeline as P
-from talker_core.types import FPS, PATCH, SAMPLE_RATE
+from talker_core.types import FPS, PATCH, SAMPLE_RATE, MotionCodes, SpeechLatents
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +88,14 @@ def test_same_seed_same_result_other_seed_differs(models, refs):
 
 
 def test_a2v_keeps_the_driving_speech(models, refs):
-    drive = P.SpeechLatents(torch.randn(22, 32))
+    drive = SpeechLatents(torch.randn(22, 32))
     r = _run(models, refs, mode="a2v", forced_speech=drive, text="")
     assert r.speech.frames == r.motion.frames == 16  # cut to max_seconds (0.64 s)
     torch.testing.assert_close(r.speech.latents, drive.latents[:16])
 
 
 def test_v2a_keeps_the_driving_motion(models, refs):
-    drive = P.MotionCodes(torch.randn(10, 40))
+    drive = MotionCodes(torch.randn(10, 40))
     r = _run(models, refs, mode="v2a", forced_motion=drive, text="Dub this.")
     assert r.speech.frames == r.motion.frames == 10
     torch.testing.assert_close(r.motion.codes, drive.codes)
@@ -162,7 +162,7 @@ def test_decode_and_render(models, refs):
     wav = P.decode_speech(models["vae"], voice.speech)
     assert wav.shape == (1, voice.speech.frames * SAMPLE_RATE // FPS) and wav.abs().max() <= 1
     seen = []
-    motion = P.MotionCodes(torch.randn(3, 40))
+    motion = MotionCodes(torch.randn(3, 40))
     frames = P.render_motion(models["liax"], face, motion, chunk=2,
                              hooks=P.Hooks(progress=lambda d, t, s, p: seen.append((d, t, s))))
     assert frames.shape == (3, 512, 512, 3) and 0 <= float(frames.min()) and float(frames.max()) <= 1

@@ -10,9 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from talker_core import audio_frontend, loaders
+from talker_core.models import audio_frontend
+from talker_core.weights import loaders
 from talker_core import pipeline as P
 from talker_core.tokenizer import load_tokenizer, render_prompt
+from talker_core.types import MotionCodes, SpeechLatents
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ class _OomAbove(torch.nn.Module):
 
 def test_render_halves_the_chunk_on_out_of_memory(models, refs):
     _, face = refs
-    motion = P.MotionCodes(torch.randn(5, 40))
+    motion = MotionCodes(torch.randn(5, 40))
     expected = P.render_motion(models["liax"], face, motion, chunk=2)  # the chunking the fallback ends at
     flaky = _OomAbove(models["liax"], limit=2)
     frames = P.render_motion(flaky, face, motion, chunk=8)
@@ -67,7 +69,7 @@ def test_render_halves_the_chunk_on_out_of_memory(models, refs):
 
 def test_render_out_of_memory_at_one_frame_is_a_clear_error(models, refs):
     _, face = refs
-    motion = P.MotionCodes(torch.randn(3, 40))
+    motion = MotionCodes(torch.randn(3, 40))
     before = motion.codes.clone()
     with pytest.raises(P.RenderOutOfMemory, match="retry the render"):
         P.render_motion(_OomAbove(models["liax"], limit=0, error=RuntimeError), face, motion, chunk=4)
@@ -82,7 +84,7 @@ def test_other_render_errors_are_not_mistaken_for_memory(models, refs):
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        P.render_motion(Broken(), face, P.MotionCodes(torch.randn(2, 40)), chunk=2)
+        P.render_motion(Broken(), face, MotionCodes(torch.randn(2, 40)), chunk=2)
 
 
 # ---------------------------------------------------------------------------------- interruption
@@ -112,7 +114,7 @@ def test_interruption_at_random_points_leaves_no_trace(models, refs):
 
 def test_render_interruption_then_full_render_matches(models, refs):
     _, face = refs
-    motion = P.MotionCodes(torch.randn(4, 40))
+    motion = MotionCodes(torch.randn(4, 40))
     calls = {"n": 0}
 
     def cancel():

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from talker_core.checkpoint import CheckpointError, load_strict
-from talker_core.dit_head import DitConfig
-from talker_core.flow_sampler import FlowSampler, FlowSettings
-from talker_core.generation import (
+from talker_core.models.dit_head import DitConfig
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
+from talker_core.generation.engine import (
     GenerationCancelled,
     GenerationMode,
     SamplingSettings,
     TalkerGenerator,
 )
-from talker_core.patch_encoder import PatchEncoderConfig
-from talker_core.talker import TALKER_KEYS, BackboneConfig, TalkerConfig, TalkerModel
+from talker_core.models.patch_encoder import PatchEncoderConfig
+from talker_core.models.talker import TALKER_KEYS, BackboneConfig, TalkerConfig, TalkerModel
 
 
 @pytest.fixture(scope="module")

@@ -196,9 +196,9 @@ def comfy(tmp_path_factory, debug_models):
 @pytest.fixture
 def fast_liax(monkeypatch):
     """LIA-X's interface at a fraction of its cost: the debug LIA-X renders a frame in seconds or more."""
-    import talker_core.loaders
+    import talker_core.weights.loaders
 
-    monkeypatch.setattr(talker_core.loaders, "load_liax", lambda path, device, dtype: harness.FastLiaX())
+    monkeypatch.setattr(talker_core.weights.loaders, "load_liax", lambda path, device, dtype: harness.FastLiaX())
 
 
 def read_media(path: Path) -> dict:

@@ -26,8 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio_frontend import WHISPER_SAMPLE_RATE, resample, to_mono, whisper_log_mel
-from .checkpoint import CheckpointError, KeyMap
+from talker_core.checkpoint import CheckpointError, KeyMap
+from talker_core.models.audio_frontend import (
+    WHISPER_SAMPLE_RATE,
+    resample,
+    to_mono,
+    whisper_log_mel,
+)
 
 __all__ = [
     "CodecEncoderConfig",

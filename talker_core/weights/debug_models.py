@@ -1,7 +1,7 @@
 """A complete tiny random-weight model set in the published formats and layout.
 
 :func:`write_debug_models` writes, under one folder, the four files of
-:data:`talker_core.loaders.MODEL_LAYOUT` exactly as the real ones are stored
+:data:`talker_core.weights.loaders.MODEL_LAYOUT` exactly as the real ones are stored
 (MODEL.md §2), with test sizes and seeded random weights:
 
 - ``talker-t2av/model.safetensors``: ``TalkerConfig.tiny()`` under the published
@@ -56,13 +56,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 def debug_talker_config():
-    from talker_core.talker import TalkerConfig
+    from talker_core.models.talker import TalkerConfig
 
     return TalkerConfig.tiny()
 
 
 def debug_whisperx_config():
-    from talker_core.whisperx_vae import WhisperEncoderConfig, WhisperXVAEConfig
+    from talker_core.models.whisperx_vae import WhisperEncoderConfig, WhisperXVAEConfig
 
     tiny = WhisperXVAEConfig.tiny()
     w = tiny.whisper
@@ -74,15 +74,15 @@ def debug_whisperx_config():
 
 
 def debug_liax_config():
-    from talker_core.liax import LiaXConfig
+    from talker_core.models.liax import LiaXConfig
 
     return LiaXConfig.tiny()
 
 
 def debug_speaker_config():
-    from talker_core.ecapa import EcapaConfig
-    from talker_core.speaker_encoder import SpeakerEncoderConfig
-    from talker_core.wavlm import WavLMConfig
+    from talker_core.models.ecapa import EcapaConfig
+    from talker_core.models.speaker_encoder import SpeakerEncoderConfig
+    from talker_core.models.wavlm import WavLMConfig
 
     wavlm = WavLMConfig.tiny().to_dict()
     wavlm["max_distance"] = WavLMConfig().max_distance  # not stored in the file: keep the release value
@@ -106,7 +106,7 @@ def _state(module: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
 def _write_talker(folder: Path, seed: int) -> None:
     from safetensors.torch import save_file
 
-    from talker_core.talker import TalkerModel
+    from talker_core.models.talker import TalkerModel
     from talker_core.tokenizer import write_debug_tokenizer
 
     config = debug_talker_config()
@@ -135,7 +135,7 @@ def _whisperx_cfg_tree(config) -> dict:
 
 
 def _write_whisperx(path: Path, seed: int) -> None:
-    from talker_core.whisperx_vae import WhisperXVAE
+    from talker_core.models.whisperx_vae import WhisperXVAE
 
     config = debug_whisperx_config()
     with torch.random.fork_rng(devices=[]):
@@ -183,7 +183,7 @@ def _write_whisperx(path: Path, seed: int) -> None:
 
 
 def _write_liax(path: Path, seed: int) -> None:
-    from talker_core.liax import LiaXGenerator
+    from talker_core.models.liax import LiaXGenerator
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -194,7 +194,7 @@ def _write_liax(path: Path, seed: int) -> None:
 
 
 def _write_speaker(path: Path, seed: int) -> None:
-    from talker_core.speaker_encoder import SpeakerEncoder
+    from talker_core.models.speaker_encoder import SpeakerEncoder
 
     config = debug_speaker_config()
     with torch.random.fork_rng(devices=[]):
@@ -210,11 +210,11 @@ def _write_speaker(path: Path, seed: int) -> None:
 
 
 def write_debug_models(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """Write the tiny model set into ``out_dir`` (layout of :data:`talker_core.loaders.MODEL_LAYOUT`).
+    """Write the tiny model set into ``out_dir`` (layout of :data:`talker_core.weights.loaders.MODEL_LAYOUT`).
 
     Returns kind → path written. The same seed gives the same files' tensors.
     """
-    from talker_core.loaders import MODEL_LAYOUT
+    from talker_core.weights.loaders import MODEL_LAYOUT
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

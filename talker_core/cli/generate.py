@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +119,7 @@ def _texts(args) -> list[str]:
 
 
 def _mode(args) -> str:
-    from .pipeline import Mode
+    from talker_core.pipeline import Mode
 
     if args.drive_audio and args.drive_video:
         raise ValueError("give --drive-audio (A2V) or --drive-video (V2A), not both")
@@ -137,7 +135,7 @@ def _mode(args) -> str:
 
 
 def _check_inputs(args, mode: str) -> None:
-    from .pipeline import Mode
+    from talker_core.pipeline import Mode
 
     for flag in ("ref_audio", "ref_video", "ref_image", "ref_motion", "drive_audio", "drive_video"):
         value = getattr(args, flag)
@@ -167,9 +165,10 @@ def _outputs(out: Path, count: int) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from . import loaders, media
-    from . import pipeline as P
-    from .types import FPS, SAMPLE_RATE
+    from talker_core import media
+    from talker_core import pipeline as P
+    from talker_core.types import FPS, SAMPLE_RATE
+    from talker_core.weights import loaders
 
     mode = _mode(args)
     texts = _texts(args)

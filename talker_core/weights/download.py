@@ -136,7 +136,7 @@ def download_models(
     progress: Optional[Callable[[int, int, str], None]] = None,
     force: bool = False,
 ) -> list[Path]:
-    """Fetch the released files into ``models_dir`` (layout in :mod:`talker_core.loaders`).
+    """Fetch the released files into ``models_dir`` (layout in :mod:`talker_core.weights.loaders`).
 
     Files already present with the listed size (and hash) are kept. ``progress(done, total, name)``
     is called per file. Returns the local paths of every planned file.

@@ -35,7 +35,13 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from talker_core.checkpoint import CheckpointError, KeyMap, describe_keys, load_strict, read_state_file
+from talker_core.checkpoint import (
+    CheckpointError,
+    KeyMap,
+    describe_keys,
+    load_strict,
+    read_state_file,
+)
 from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
 
 __all__ = [
@@ -292,14 +298,14 @@ def _as_file(path: str | os.PathLike, candidates: tuple[str, ...], kind: str) ->
 class TalkerBundle:
     """What :func:`load_talker` returns: the model, its tokenizer, its config and the weights file."""
 
-    model: Any  # talker_core.talker.TalkerModel
+    model: Any  # talker_core.models.talker.TalkerModel
     tokenizer: Any  # transformers fast tokenizer
-    config: Any  # talker_core.talker.TalkerConfig
+    config: Any  # talker_core.models.talker.TalkerConfig
     source: Path
 
 
 def _read_talker(path: Path):
-    from talker_core.talker import TalkerConfig
+    from talker_core.models.talker import TalkerConfig
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("talker", payload, meta, path, "llm.model.embed_tokens.weight, speech_cfm.estimator.*")
@@ -328,7 +334,7 @@ def load_talker(
     (debug sets and converted files do); either way every tensor is checked
     against them strictly. ``folder`` may also be the model.safetensors path.
     """
-    from talker_core.talker import TalkerModel
+    from talker_core.models.talker import TalkerModel
     from talker_core.tokenizer import MOTION_TOKEN, SPEECH_TOKEN, load_tokenizer
 
     folder = Path(folder)
@@ -359,7 +365,7 @@ def load_talker(
 
 
 def _whisper_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
-    from talker_core.whisperx_vae import WhisperEncoderConfig
+    from talker_core.models.whisperx_vae import WhisperEncoderConfig
 
     prefix = "semantic_model.encoder."
     conv1 = sd.get(prefix + "conv1.weight")
@@ -385,7 +391,7 @@ def _whisper_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
 
 def _whisperx_config_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
     """Every WhisperX-VAE size from the tensor shapes (used when a file has no config)."""
-    from talker_core.whisperx_vae import (
+    from talker_core.models.whisperx_vae import (
         LATENT_RATE,
         CodecDecoderConfig,
         CodecEncoderConfig,
@@ -418,7 +424,10 @@ def _whisperx_config_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
 
 
 def _read_whisperx(path: Path):
-    from talker_core.whisperx_vae import WhisperXVAEConfig, state_dict_from_lightning
+    from talker_core.models.whisperx_vae import (
+        WhisperXVAEConfig,
+        state_dict_from_lightning,
+    )
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("whisperx_vae", payload, meta, path, "CodecEnc.*, semantic_model.encoder.*")
@@ -460,7 +469,7 @@ def load_whisperx_vae(
     tensor shapes. With ``fold_weight_norm`` the weight-norm kernels are baked
     (in float32, before the cast to ``dtype``).
     """
-    from talker_core.whisperx_vae import WHISPERX_VAE_KEYS, WhisperXVAE
+    from talker_core.models.whisperx_vae import WHISPERX_VAE_KEYS, WhisperXVAE
 
     path = _as_file(path, ("model.safetensors", "model.ckpt"), "whisperx_vae")
     sd, config = _read_whisperx(path)
@@ -476,7 +485,7 @@ def load_whisperx_vae(
 
 
 def _read_liax(path: Path):
-    from talker_core.liax import LiaXConfig, state_dict_from_file
+    from talker_core.models.liax import LiaXConfig, state_dict_from_file
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
@@ -490,7 +499,7 @@ def _read_liax(path: Path):
 
 def load_liax(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Load ``lia-x.pt`` (or its .safetensors conversion) → ``LiaXGenerator`` in eval mode (scale from the shapes)."""
-    from talker_core.liax import LIAX_KEYS, LiaXGenerator
+    from talker_core.models.liax import LIAX_KEYS, LiaXGenerator
 
     path = _as_file(path, ("lia-x.safetensors", "lia-x.pt"), "liax")
     sd, config = _read_liax(path)
@@ -505,7 +514,11 @@ def load_liax(path: str | os.PathLike, device: str | torch.device = "cpu", dtype
 
 
 def _read_speaker(path: Path):
-    from talker_core.speaker_encoder import SpeakerEncoderConfig, config_from_state_dict, state_dict_from_file
+    from talker_core.models.speaker_encoder import (
+        SpeakerEncoderConfig,
+        config_from_state_dict,
+        state_dict_from_file,
+    )
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
@@ -521,7 +534,7 @@ def load_speaker_encoder(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ):
     """Load ``wavlm_large_finetune.pth`` (or its .safetensors conversion) → ``SpeakerEncoder`` in eval mode."""
-    from talker_core.speaker_encoder import SPEAKER_KEYS, SpeakerEncoder
+    from talker_core.models.speaker_encoder import SPEAKER_KEYS, SpeakerEncoder
 
     path = _as_file(path, ("wavlm_large_finetune.safetensors", "wavlm_large_finetune.pth"), "speaker")
     sd, config = _read_speaker(path)
@@ -551,13 +564,13 @@ def load_component(kind: str, path: str | os.PathLike, device="cpu", dtype=torch
 
 def _key_map(kind: str) -> KeyMap:
     if kind == "talker":
-        from talker_core.talker import TALKER_KEYS as keys
+        from talker_core.models.talker import TALKER_KEYS as keys
     elif kind == "whisperx_vae":
-        from talker_core.whisperx_vae import WHISPERX_VAE_KEYS as keys
+        from talker_core.models.whisperx_vae import WHISPERX_VAE_KEYS as keys
     elif kind == "liax":
-        from talker_core.liax import LIAX_KEYS as keys
+        from talker_core.models.liax import LIAX_KEYS as keys
     else:
-        from talker_core.speaker_encoder import SPEAKER_KEYS as keys
+        from talker_core.models.speaker_encoder import SPEAKER_KEYS as keys
     return keys
 
 

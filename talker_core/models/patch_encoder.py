@@ -4,7 +4,7 @@ Implements the CLS-pooling patch encoder of Talker-T2AV (arXiv 2604.23586;
 reference ``llama4nar.py``, ``PatchEncoder``), spec MODEL.md §3. Each patch of P
 frames (already projected to the backbone width) goes through ``input_proj``; a
 learned ``cls_token`` is prepended (length P+1); a stack of bidirectional
-pre-norm ``blocks`` (see :mod:`talker_core.blocks`) and a final ``norm`` follow;
+pre-norm ``blocks`` (see :mod:`talker_core.models.blocks`) and a final ``norm`` follow;
 the CLS position is the patch token. Talker has two: ``speech_patch_encoder``
 and ``motion_patch_encoder``, both at the backbone width.
 
@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import AdjacentPairRotary, RMSNorm, TransformerBlock, block_forward, plain_linear
+from talker_core.models.blocks import (
+    AdjacentPairRotary,
+    RMSNorm,
+    TransformerBlock,
+    block_forward,
+    plain_linear,
+)
 
 __all__ = ["PatchEncoderConfig", "PatchEncoder"]
 
@@ -89,7 +95,7 @@ class PatchEncoder(nn.Module):
     def encode(self, frames: torch.Tensor, linear=plain_linear) -> torch.Tensor:
         """:meth:`forward` for the generation fast path: frames (B, T, P, D) → tokens (B, T, H).
 
-        ``linear`` is the linear kernel (see :class:`talker_core.blocks.LinearKernels`); the last
+        ``linear`` is the linear kernel (see :class:`talker_core.models.blocks.LinearKernels`); the last
         block computes the CLS position only. Equal to :meth:`forward` up to float rounding.
         """
         b, t, p, _ = frames.shape

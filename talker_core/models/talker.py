@@ -6,8 +6,8 @@ Implements the autoregressive model of Talker-T2AV (arXiv 2604.23586; reference
 and a motion DiT velocity head (``speech_cfm.estimator``, ``motion_cfm.estimator``)
 and a stop head; patches come back in through linear projectors and CLS-pooling
 patch encoders. This file only builds the modules and exposes the pieces the
-generation engine (:mod:`talker_core.generation`) needs; the sampler is
-:mod:`talker_core.flow_sampler`.
+generation engine (:mod:`talker_core.generation.engine`) needs; the sampler is
+:mod:`talker_core.generation.flow_sampler`.
 
 The backbone is built offline from the sizes in :class:`TalkerConfig`, never
 from the hub; all weights come from the published ``model.safetensors`` through
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import plain_linear
-from .checkpoint import KeyMap, load_strict
-from .dit_head import DiTHead, DitConfig
-from .patch_encoder import PatchEncoder, PatchEncoderConfig
+from talker_core.checkpoint import KeyMap, load_strict
+from talker_core.models.blocks import plain_linear
+from talker_core.models.dit_head import DitConfig, DiTHead
+from talker_core.models.patch_encoder import PatchEncoder, PatchEncoderConfig
 
 __all__ = [
     "BackboneConfig",
@@ -358,7 +358,7 @@ class TalkerModel(nn.Module):
         Frames are projected, then cut or extended to T·P frames with zero
         vectors in the projected space (T = ceil(F / P) unless ``n_patches``
         is given), and encoded patch by patch. ``linear``: a linear kernel for
-        the fast path (:class:`talker_core.blocks.LinearKernels`; the encoder then
+        the fast path (:class:`talker_core.models.blocks.LinearKernels`; the encoder then
         runs :meth:`PatchEncoder.encode`); None runs the modules.
         """
         return self._patch_tokens(frames, self.projector_speech, self.speech_patch_encoder, n_patches, linear)
@@ -437,7 +437,7 @@ class TalkerModel(nn.Module):
         fixed-shape step that writes that position and attends over the whole
         buffer under a mask; ``cache.length`` is not used or changed (the caller
         advances ``position``). Nothing in it synchronises with the host.
-        ``linear`` is the linear kernel (:class:`talker_core.blocks.LinearKernels`).
+        ``linear`` is the linear kernel (:class:`talker_core.models.blocks.LinearKernels`).
         """
         x = embeds.to(self.dtype)
         b, length, _ = x.shape

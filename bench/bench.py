@@ -1,6 +1,6 @@
 """Benchmark of Talker-T2AV: speed and memory of each stage, random weights, no download.
 
-``python -m talker_core bench`` (or ``python -m talker_core.bench``). For each
+``python -m bench`` from the repository root (this folder is not part of the installed library). For each
 size set (``debug``: the tiny test layouts; ``release``: the published sizes,
 Qwen3-0.6B + two 8-layer width-1024 DiT heads, LIA-X scale 2 and 1, the
 release WhisperX-VAE decoder) it measures:
@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m talker_core.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
@@ -397,7 +397,7 @@ class ReferenceLoop:
 
 
 def _talker(size: str, device, dtype, seed: int):
-    from .talker import TalkerConfig, TalkerModel
+    from talker_core.models.talker import TalkerConfig, TalkerModel
 
     torch.manual_seed(seed)
     cfg = TalkerConfig.tiny() if size == "debug" else TalkerConfig()
@@ -410,7 +410,7 @@ _FAST_VARIANTS = ("plain", "fast", "fast_serial", "fast_unpacked_serial", "fast_
 
 def _fast_option(name: str):
     """The ``TalkerGenerator(fast=...)`` argument of a heads variant."""
-    from .generation import FastPath
+    from talker_core.generation.engine import FastPath
 
     return {
         "plain": False,
@@ -422,7 +422,11 @@ def _fast_option(name: str):
 
 
 def bench_heads(size: str, device, dtype, args) -> dict:
-    from .generation import GenerationMode, SamplingSettings, TalkerGenerator
+    from talker_core.generation.engine import (
+        GenerationMode,
+        SamplingSettings,
+        TalkerGenerator,
+    )
 
     with _Peak(device) as peak:
         t0 = time.perf_counter()
@@ -507,7 +511,7 @@ def bench_heads(size: str, device, dtype, args) -> dict:
 
 
 def _liax(scale: float, device, dtype, seed: int):
-    from .liax import LiaXConfig, LiaXGenerator
+    from talker_core.models.liax import LiaXConfig, LiaXGenerator
 
     torch.manual_seed(seed)
     gen = LiaXGenerator(LiaXConfig(scale=scale)).eval()
@@ -515,7 +519,7 @@ def _liax(scale: float, device, dtype, seed: int):
 
 
 def bench_render(size: str, scale: float, device, dtype, args) -> dict:
-    from .liax import LiaXGenerator  # noqa: F401  (import errors surface here)
+    from talker_core.models.liax import LiaXGenerator  # noqa: F401  (import errors surface here)
 
     with _Peak(device) as peak:
         gen = _liax(scale, device, dtype, args.seed)
@@ -563,7 +567,11 @@ def bench_render(size: str, scale: float, device, dtype, args) -> dict:
 
 
 def _vae(size: str, device, dtype, seed: int):
-    from .whisperx_vae import WhisperEncoderConfig, WhisperXVAE, WhisperXVAEConfig
+    from talker_core.models.whisperx_vae import (
+        WhisperEncoderConfig,
+        WhisperXVAE,
+        WhisperXVAEConfig,
+    )
 
     torch.manual_seed(seed)
     if size == "debug":
@@ -607,8 +615,9 @@ def bench_audio(size: str, device, dtype, args) -> dict:
 def bench_e2e(size: str, device, dtype, args) -> dict:
     """One T2AV clip of ``--e2e-seconds``: generation (stop head off), audio decode, rendering;
     once in sequence and once with rendering overlapping generation (StreamingRenderer)."""
-    from .generation import SamplingSettings, TalkerGenerator
-    from .liax import StreamingRenderer
+    from talker_core.generation.engine import SamplingSettings, TalkerGenerator
+
+    from talker_core.models.liax import StreamingRenderer
 
     seconds = args.e2e_seconds or (10.0 if device.type == "cuda" else 2.0)
     patches = max(1, math.ceil(seconds * FPS / PATCH))

@@ -16,7 +16,7 @@ The file is ``{"model": state_dict}``. Besides the 709 tensors of this module
 ``feature_extract.model.mask_emb`` and the weight of the speaker-classification
 (AAM softmax) layer that trained the embedding, ``loss_calculator.projection.weight``.
 It stores no hyper-parameters: WavLM-Large's are the defaults of
-:class:`~talker_core.wavlm.WavLMConfig`, and :func:`config_from_state_dict`
+:class:`~talker_core.models.wavlm.WavLMConfig`, and :func:`config_from_state_dict`
 reads every size that the shapes determine.
 
 Legend: B batch, N samples at 16 kHz, T frames (50 Hz), D WavLM width,
@@ -32,9 +32,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, KeyMap
-from .ecapa import EcapaConfig, EcapaTdnn, mix_hidden_states
-from .wavlm import WavLM, WavLMConfig, format_conv_layers
+from talker_core.checkpoint import CheckpointError, KeyMap
+from talker_core.models.ecapa import EcapaConfig, EcapaTdnn, mix_hidden_states
+from talker_core.models.wavlm import WavLM, WavLMConfig, format_conv_layers
 
 __all__ = [
     "SAMPLE_RATE",

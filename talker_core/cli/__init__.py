@@ -6,7 +6,7 @@ the module holding its two functions, ``add_arguments(parser)`` and
 ``--help`` and light commands stay fast and a command whose optional
 dependencies are missing does not break the others. To add a command (e.g.
 ``generate`` in :mod:`talker_core.pipeline`, ``download`` in
-:mod:`talker_core.download`, ``bench``), add one :class:`Command` line to
+:mod:`talker_core.weights.download`), add one :class:`Command` line to
 :data:`COMMANDS`, or call :func:`register_command` before :func:`main`.
 
 Errors a user can act on (a bad file, a bad argument, a missing model) are
@@ -52,9 +52,8 @@ COMMANDS: dict[str, Command] = {
         "convert a published model file to safetensors (tensors + config, no pickle)",
         __name__, "_add_convert_arguments", "_run_convert",
     ),
-    "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli_generate"),
-    "download": Command("fetch the released model files into a models folder", "talker_core.download"),
-    "bench": Command("measure speed and memory (random weights, no download)", "talker_core.bench"),
+    "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli.generate"),
+    "download": Command("fetch the released model files into a models folder", "talker_core.weights.download"),
 }
 
 
@@ -75,7 +74,7 @@ def _add_debug_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_debug(args: argparse.Namespace) -> int:
-    from talker_core.debug_models import write_debug_models
+    from talker_core.weights.debug_models import write_debug_models
 
     paths = write_debug_models(args.out_dir, seed=args.seed)
     for kind, path in paths.items():
@@ -84,7 +83,7 @@ def _run_debug(args: argparse.Namespace) -> int:
 
 
 def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    from talker_core.loaders import KINDS
+    from talker_core.weights.loaders import KINDS
 
     parser.add_argument("src", metavar="SRC", help="published file (or the talker-t2av folder)")
     parser.add_argument(
@@ -97,7 +96,7 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from talker_core.loaders import convert_to_safetensors
+    from talker_core.weights.loaders import convert_to_safetensors
 
     out = convert_to_safetensors(args.src, args.dst, kind=args.kind)
     print(out)

@@ -12,8 +12,8 @@ specified in spec GENERATION.md:
 - an optional prefix of reference frames (style continuation);
 - stopping by the stop head (threshold, consecutive hits, minimum patches).
 
-The model (:class:`talker_core.talker.TalkerModel`), the sampler
-(:class:`talker_core.flow_sampler.FlowSampler`) and this engine are separate:
+The model (:class:`talker_core.models.talker.TalkerModel`), the sampler
+(:class:`talker_core.generation.flow_sampler.FlowSampler`) and this engine are separate:
 the engine owns the loop, the key/value cache, the histories and the noise.
 One patch of the loop is :meth:`TalkerGenerator.step`.
 
@@ -31,9 +31,9 @@ Two implementations of a patch compute the same function:
   preallocated buffers and whose indices (patch, position) are device tensors,
   so one patch runs without a host synchronisation; per-step work of the heads
   reduced to what changes between Euler steps
-  (:class:`talker_core.dit_head.PatchVelocity`); on the CPU, the heads' and
+  (:class:`talker_core.models.dit_head.PatchVelocity`); on the CPU, the heads' and
   patch encoders' linear layers run on weights prepacked for oneDNN
-  (:class:`talker_core.blocks.LinearKernels`); on CUDA the patch program is
+  (:class:`talker_core.models.blocks.LinearKernels`); on CUDA the patch program is
   captured once in a CUDA graph and replayed per patch. The noise of the whole
   run is drawn up front, in the order above, so the draws are the same.
   Results equal the plain path's up to float rounding (tests/test_fast_path.py).
@@ -54,11 +54,11 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 
-from .blocks import LinearKernels, plain_linear, tensor_key
-from .dit_head import PatchVelocity
-from .flow_sampler import FlowSampler, FlowSettings
-from .talker import StaticKVCache, TalkerModel
+from talker_core.models.blocks import LinearKernels, plain_linear, tensor_key
+from talker_core.models.dit_head import PatchVelocity
+from talker_core.models.talker import StaticKVCache, TalkerModel
 
 __all__ = [
     "GenerationMode",
@@ -137,7 +137,7 @@ class FastPath:
 
     enabled:        False runs the plain path (the modules' ``forward``, dynamic cache).
     packed_linears: oneDNN-prepacked weights for the heads' and patch encoders' linear
-                    layers on the CPU (:class:`talker_core.blocks.LinearKernels`); None = on
+                    layers on the CPU (:class:`talker_core.models.blocks.LinearKernels`); None = on
                     when oneDNN is available. They cost one extra copy of those weights
                     (about 1.2 GB at release sizes in float32).
     pack_backbone:  also prepack the backbone's linear layers (another copy of the backbone
@@ -307,7 +307,7 @@ class TalkerGenerator:
         on_patch:      called as ``on_patch(index, speech (1, 32, P), motion (1, 40, P) or None)``
                        after each patch, with the patch on the model's device (normalised
                        motion), e.g. to start rendering while generation goes on
-                       (:class:`talker_core.liax.StreamingRenderer`).
+                       (:class:`talker_core.models.liax.StreamingRenderer`).
         """
         mode = GenerationMode(mode)
         total = self._patch_budget(mode, forced_speech, forced_motion, max_patches)

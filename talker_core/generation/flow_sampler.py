@@ -3,7 +3,7 @@
 Implements the per-patch sampler of Talker-T2AV (arXiv 2604.23586; reference
 ``unified_cfm.py``, ``UnifiedCFM.forward``/``solve_euler``), spec MODEL.md §5.
 The sampler holds no weights: it drives any velocity estimator with the
-signature of :class:`talker_core.dit_head.DiTHead`
+signature of :class:`talker_core.models.dit_head.DiTHead`
 ``estimator(x, mu, t, cond, global_cond, dt) -> v``.
 
     x_0   = noise · temperature                    (noise: caller's unscaled N(0, 1))
@@ -19,7 +19,7 @@ The time and step sizes follow the reference's own float32 recursion
 the sampler's arithmetic is float32; the estimator sees its own dtype.
 
 :meth:`FlowSampler.sample` drives a plain estimator; :meth:`FlowSampler.sample_prepared`
-drives a prepared CFG-pair velocity (:class:`talker_core.dit_head.PatchVelocity`,
+drives a prepared CFG-pair velocity (:class:`talker_core.models.dit_head.PatchVelocity`,
 the generation fast path). Both share :meth:`FlowSampler.integrate`, the Euler
 loop, whose step sizes are Python floats: no host synchronisation per step.
 
@@ -177,7 +177,7 @@ class FlowSampler:
     ) -> torch.Tensor:
         """:meth:`sample` with a prepared CFG-pair velocity (fast path).
 
-        velocity: a :class:`talker_core.dit_head.PatchVelocity` built on this sampler's
+        velocity: a :class:`talker_core.models.dit_head.PatchVelocity` built on this sampler's
                   ``schedule(settings, device).times``; ``velocity.begin(mu, cond,
                   global_cond)`` is called here, then ``velocity(x, k)`` per step.
         Shapes as in :meth:`sample`; returns (N, C, T) float32 on mu's device.

@@ -4,7 +4,7 @@ Implements the local diffusion-transformer that predicts the flow-matching
 velocity of one patch (arXiv 2604.23586; reference ``local_dit.py``,
 ``VoxCPMLocDiT``, and ``llama4nar.py``, ``ContinuousDecoder``), spec MODEL.md §4.
 It is only the network; the Euler sampler that drives it lives in
-:mod:`talker_core.flow_sampler`.
+:mod:`talker_core.generation.flow_sampler`.
 
     temb  = time_mlp(sinusoid(t)) + delta_time_mlp(sinusoid(dt))
     seq   = [mu + temb, global_cond_proj(g), cond_proj(cond frames), in_proj(x frames)]
@@ -35,7 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import AdjacentPairRotary, RMSNorm, TransformerBlock, block_forward, plain_linear
+from talker_core.models.blocks import (
+    AdjacentPairRotary,
+    RMSNorm,
+    TransformerBlock,
+    block_forward,
+    plain_linear,
+)
 
 __all__ = ["DitConfig", "DiTHead", "PatchVelocity", "timestep_sinusoid"]
 
@@ -184,7 +190,7 @@ class PatchVelocity:
 
     head:   the :class:`DiTHead`.
     times:  (S,) float32 flow times of the grid (the sampler's schedule).
-    linear: linear kernel (:class:`talker_core.blocks.LinearKernels` or ``plain_linear``).
+    linear: linear kernel (:class:`talker_core.models.blocks.LinearKernels` or ``plain_linear``).
 
     The time embeddings of the grid are computed here, once; :meth:`begin` does the
     per-patch work; :meth:`__call__` the per-step work. Nothing in it synchronises

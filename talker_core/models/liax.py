@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import tensor_key
-from .checkpoint import CheckpointError, KeyMap
-from .liax_ops import (
+from talker_core.checkpoint import CheckpointError, KeyMap
+from talker_core.models.blocks import tensor_key
+from talker_core.models.liax_ops import (
     bias_leaky_relu,
     identity_grid,
     modulated_conv2d,

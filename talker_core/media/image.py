@@ -1,0 +1,203 @@
+"""Still images (Pillow, PyAV as fallback) and the LIA-X identity crop (MODEL.md §7)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from talker_core.media._common import (
+    IDENTITY_SIZE,
+    MAX_IMAGE_PIXELS,
+    SMALL_IDENTITY_WARN,
+    MediaError,
+    PathLike,
+    _existing_file,
+    _import_av,
+    _open_container,
+)
+from talker_core.media.video import _frame_rgb
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- images
+
+
+def _size_guard(p: Path, w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise MediaError(
+            f"image {p} is {w}×{h} ({w * h / 1e6:.0f} megapixels), above the {max_pixels / 1e6:.0f} MP limit; "
+            "downscale it first (the face is resized to 512×512 anyway)"
+        )
+
+
+def _pil_to_rgb(img) -> np.ndarray:
+    """Pillow image (any mode) → uint8 (H, W, 3); alpha is dropped (ComfyUI's LoadImage does the same)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
+        arr = np.clip(np.round(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        logger.debug("image has an alpha channel; it is dropped (transparent pixels keep their stored colour)")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def _load_image_pillow(p: Path, max_pixels: int) -> Optional[np.ndarray]:
+    try:
+        from PIL import Image, ImageOps  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        with Image.open(p) as img:
+            _size_guard(p, img.width, img.height, max_pixels)
+            img = ImageOps.exif_transpose(img)  # phone photos: apply the EXIF orientation
+            return _pil_to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise MediaError(
+            f"image {p} is too large to open safely ({exc}); downscale it first"
+        ) from exc
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, MediaError):
+            raise
+        logger.debug("Pillow cannot read %s (%s); trying PyAV", p, exc)
+        return None
+
+
+def _load_image_av(p: Path, max_pixels: int) -> np.ndarray:
+    av = _import_av()
+    with _open_container(p, "image file") as container:
+        if not container.streams.video:
+            raise MediaError(f"{p} has no image in it; give an image file (png, jpg, webp…)")
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        if cc.width and cc.height:
+            _size_guard(p, cc.width, cc.height, max_pixels)
+        try:
+            for frame in container.decode(stream):
+                _size_guard(p, frame.width, frame.height, max_pixels)
+                return _frame_rgb(frame)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"image file {p} could not be decoded ({exc}); the file is damaged") from exc
+    raise MediaError(f"image file {p} contains no picture; give an image file (png, jpg, webp…)")
+
+
+def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Read a still image (or the first frame of a video) as RGB.
+
+    Pillow is used when installed (EXIF orientation applied, as ComfyUI's LoadImage
+    does); anything Pillow cannot read goes through PyAV. Grayscale and palette
+    images are expanded to RGB, 16-bit images scaled to 8 bits, and an alpha channel
+    is *dropped* (transparent pixels keep their stored colour — the same as
+    ComfyUI's LoadImage, so a file gives the same identity in the graph and from
+    the command line). Animated files give their first frame.
+
+    Args:
+        path: png, jpeg, webp, bmp, gif, tiff… or a video.
+        max_pixels: larger images are refused from their header, before decoding.
+
+    Returns:
+        uint8 torch tensor (H, W, 3).
+    """
+    p = _existing_file(path, "image file")
+    arr = _load_image_pillow(p, max_pixels)
+    if arr is None:
+        arr = _load_image_av(p, max_pixels)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise MediaError(f"image file {p} decoded to an unusable shape {arr.shape}")  # pragma: no cover
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
+def prepare_identity_image(
+    img: Union[torch.Tensor, np.ndarray],
+    name: str = "identity image",
+    size: int = IDENTITY_SIZE,
+    warn_small: bool = True,
+) -> torch.Tensor:
+    """Turn one image into the LIA-X identity input (MODEL.md §7).
+
+    Steps: channels → RGB (1 channel repeated; 2 = gray+alpha and 4 = RGBA: alpha
+    dropped, as in :func:`load_image`); a non-square image is centre-cropped to a
+    square of its shorter side (never stretched); the square is resized to
+    ``size``×``size`` — area interpolation (``F.interpolate(mode="area")``, the
+    reference's method) when shrinking, bicubic clamped to [0, 1] when enlarging
+    (area interpolation of an enlargement is nearest-neighbour blockiness); scaled
+    to [-1, 1]. Any size down to 1×1 is accepted (tests and previews use tiny
+    images); below 128 px on the shorter side a warning says the face will be soft.
+
+    Args:
+        img: one image, (H, W, C) or (1, H, W, C) or (H, W); uint8 (0–255), uint16
+            (0–65535), or float in [0, 1] (ComfyUI IMAGE); C in {1, 2, 3, 4}.
+        name: how errors refer to this input (e.g. the node socket name).
+        size: output side (512 for the release).
+        warn_small: log the small-image warning (turn off when preparing every frame of a clip).
+
+    Returns:
+        float32 tensor (3, size, size) in [-1, 1] on the input's device.
+    """
+    if isinstance(img, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(img))
+    elif isinstance(img, torch.Tensor):
+        x = img.detach()
+    else:
+        raise MediaError(f"{name} must be an image tensor or array (H, W, C), got {type(img).__name__}")
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise MediaError(
+                f"{name} is a batch of {x.shape[0]} images; give exactly one "
+                "(pick one with an image-from-batch node, or the first frame of a video)"
+            )
+        x = x[0]
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3:
+        raise MediaError(f"{name} must have shape (H, W, C) or (1, H, W, C), got {tuple(img.shape)}")
+    h, w, c = (int(s) for s in x.shape)
+    if c not in (1, 2, 3, 4):
+        hint = " (it looks channels-first: permute to (H, W, C))" if h in (1, 3, 4) else ""
+        raise MediaError(f"{name} must have 1, 3 or 4 channels last, got shape {tuple(x.shape)}{hint}")
+    if h == 0 or w == 0:
+        raise MediaError(f"{name} is empty (shape {tuple(x.shape)})")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif getattr(torch, "uint16", None) is not None and x.dtype == torch.uint16:
+        x = x.float() / 65535.0
+    elif x.dtype == torch.int32 or x.dtype == torch.int16:
+        raise MediaError(f"{name} has integer type {x.dtype}; give uint8 (0–255) or float (0–1)")
+    elif x.is_floating_point():
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise MediaError(f"{name} contains NaN or inf values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            hint = "divide by 255" if hi > 1.5 else "map [-1, 1] to [0, 1] with (x + 1) / 2"
+            raise MediaError(f"{name} float values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; {hint}")
+        x = x.clamp(0.0, 1.0)
+    else:
+        raise MediaError(f"{name} has unsupported type {x.dtype}; give uint8 (0–255) or float (0–1)")
+    if c in (1, 2):
+        x = x[..., :1].expand(h, w, 3)
+    else:
+        x = x[..., :3]
+    side = min(h, w)
+    if warn_small and side < SMALL_IDENTITY_WARN:
+        logger.warning("%s is only %d×%d px; it is enlarged to %d×%d and the face will be soft", name, w, h, size, size)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, S, S)
+    if side > size:
+        x = F.interpolate(x, size=(size, size), mode="area")
+    elif side < size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+    return (x[0] * 2.0 - 1.0).to(torch.float32).contiguous()
+
+

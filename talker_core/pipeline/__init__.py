@@ -1,0 +1,34 @@
+"""From media to talking video: reference encoding, generation, decoding, rendering.
+
+This is the layer the command line and the ComfyUI nodes call. It owns the
+glue the reference's ``infer.py`` does inline (audio preparation, prefix
+selection, motion normalisation, long-form segmentation) and leaves the numerics
+to the components.
+
+Legend: T frames at 25 Hz, N samples, H×W image size.
+"""
+from __future__ import annotations
+
+from talker_core.pipeline.encode import (
+    encode_face,
+    encode_motion,
+    encode_speech,
+    encode_voice,
+    motion_from_reference_pt,
+)
+from talker_core.pipeline.generate import generate
+from talker_core.pipeline.render import RenderOutOfMemory, decode_speech, render_motion
+from talker_core.pipeline.request import (
+    MAX_REFERENCE_SECONDS,
+    MAX_SEGMENT_FRAMES,
+    MAX_TEXT_CHARS,
+    MIN_REFERENCE_SECONDS,
+    Cancelled,
+    Hooks,
+    Mode,
+    TalkRequest,
+    TalkResult,
+)
+from talker_core.pipeline.text import split_text
+
+__all__ = ["MAX_REFERENCE_SECONDS", "MAX_SEGMENT_FRAMES", "MAX_TEXT_CHARS", "MIN_REFERENCE_SECONDS", "Mode", "Hooks", "Cancelled", "TalkRequest", "TalkResult", "encode_voice", "encode_speech", "encode_face", "encode_motion", "motion_from_reference_pt", "generate", "decode_speech", "render_motion", "RenderOutOfMemory", "split_text"]

@@ -1,0 +1,177 @@
+"""Reference encoding: voice, speech, face and motion into the model's latent spaces."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from talker_core.pipeline._helpers import (
+    _as_waveform,
+    _check_audible,
+    _device_dtype,
+    _latent_frames,
+)
+from talker_core.pipeline.request import (
+    MAX_REFERENCE_SECONDS,
+    MAX_SEGMENT_FRAMES,
+    Hooks,
+)
+from talker_core.types import (
+    FPS,
+    MOTION_DIM,
+    SAMPLE_RATE,
+    Identity,
+    MotionCodes,
+    MotionStats,
+    SpeakerReference,
+    SpeechLatents,
+)
+
+# ----------------------------------------------------------------------------------------------
+# reference encoding
+
+
+@torch.inference_mode()
+def _vae_encode(vae, wav_mono: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Encode at most 30 s of mono audio (1, N) the way the reference prepares it.
+
+    Returns (latents (T, 32) float32 CPU, 16 kHz signal (1, N16) trimmed to the latent length, T).
+    """
+    from talker_core.models.audio_frontend import resample, whisper_log_mel
+
+    device, dtype = _device_dtype(vae)
+    wav16 = resample(wav_mono, sample_rate, 16000)[:, : int(16000 * MAX_REFERENCE_SECONDS)]
+    wav24 = resample(wav_mono, sample_rate, SAMPLE_RATE)[:, : int(SAMPLE_RATE * MAX_REFERENCE_SECONDS)]
+    frames = _latent_frames(wav16.shape[-1])
+    mel = whisper_log_mel(wav16)  # (128, 3000): the 16 kHz signal padded to 30 s
+    wav24 = wav24[:, : frames * (SAMPLE_RATE // FPS)]
+    latents = vae.encode(wav24[None].to(device, dtype), mel[None].to(device, dtype))
+    latents = latents[0, :frames].float().cpu()
+    return latents, wav16[:, : frames * (16000 // FPS)], frames
+
+
+@torch.inference_mode()
+def encode_voice(vae, speaker_encoder, waveform: torch.Tensor, sample_rate: int,
+                 max_seconds: float = MAX_REFERENCE_SECONDS) -> SpeakerReference:
+    """Reference voice → speaker embedding (256,) and speech latents (T, 32).
+
+    waveform: (C, N) or ComfyUI's (1, C, N), any rate, any channel count (mixed to mono).
+    At most ``max_seconds`` (≤ 30) are used, as in the reference.
+    """
+    from talker_core.models.audio_frontend import to_mono
+
+    wav = _as_waveform(waveform, sample_rate, "reference audio")
+    limit = min(float(max_seconds), MAX_REFERENCE_SECONDS)
+    wav = to_mono(wav)[:, : int(round(limit * sample_rate))]
+    _check_audible(wav, sample_rate, "reference audio")
+    latents, wav16, _ = _vae_encode(vae, wav, sample_rate)
+    device, dtype = _device_dtype(speaker_encoder)
+    embedding = speaker_encoder(wav16.to(device, dtype)).float().cpu()[0]
+    return SpeakerReference(embedding=embedding, speech=SpeechLatents(latents))
+
+
+@torch.inference_mode()
+def encode_speech(vae, waveform: torch.Tensor, sample_rate: int,
+                  max_seconds: Optional[float] = None, hooks: Optional[Hooks] = None) -> SpeechLatents:
+    """Driving audio (A2V) → speech latents (T, 32) at 25 Hz, any length.
+
+    Long audio is encoded in 30 s windows (the codec's semantic branch sees 30 s at a time).
+    """
+    from talker_core.models.audio_frontend import to_mono
+
+    hooks = hooks or Hooks()
+    wav = to_mono(_as_waveform(waveform, sample_rate, "driving audio"))
+    if max_seconds is not None:
+        wav = wav[:, : int(round(max_seconds * sample_rate))]
+    if wav.shape[-1] < sample_rate / FPS:
+        raise ValueError(f"driving audio is {wav.shape[-1] / sample_rate:.3f} s long; give at least one frame (0.04 s)")
+    window = int(MAX_REFERENCE_SECONDS * sample_rate)
+    pieces = []
+    starts = list(range(0, wav.shape[-1], window))
+    for i, start in enumerate(starts):
+        hooks.check()
+        chunk = wav[:, start: start + window]
+        if chunk.shape[-1] < sample_rate // FPS:  # less than one latent frame left
+            break
+        latents, _, _ = _vae_encode(vae, chunk, sample_rate)
+        pieces.append(latents)
+        hooks.report(i + 1, len(starts), "encode")
+    return SpeechLatents(torch.cat(pieces, 0))
+
+
+@torch.inference_mode()
+def encode_face(liax, image: torch.Tensor, stats: Optional[MotionStats] = None) -> Identity:
+    """A face image → LIA-X identity.
+
+    image: (H, W, C) or (1, H, W, C), float in [0, 1] or uint8, C in {1, 3, 4}; non-square
+    images are centre-cropped, then resized to 512×512.
+    """
+    stats = stats or MotionStats.release()
+    from talker_core.media import prepare_identity_image
+
+    source = prepare_identity_image(image, name="face image")  # (3, 512, 512) in [-1, 1]
+    device, dtype = _device_dtype(liax)
+    z, feats = liax.encode_identity(source[None].to(device, dtype))
+    alpha = liax.motion_code(z).float().cpu()[0]
+    return Identity(z=z, feats=list(feats), first_motion=stats.normalize(alpha), source=source)
+
+
+def _frame_indices_at_fps(n_frames: int, fps: float, target: float = FPS) -> list[int]:
+    """Indices of the source frames nearest to each tick of a ``target`` fps clock (ties: the earlier).
+
+    Same rule as :func:`talker_core.media.resample_frames_to_fps`, without copying frames.
+    """
+    if fps <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps}")
+    duration = n_frames / fps
+    count = max(1, int(math.floor(duration * target + 1e-6)))
+    return [min(n_frames - 1, max(0, math.ceil(k * fps / target - 0.5 - 1e-9))) for k in range(count)]
+
+
+@torch.inference_mode()
+def encode_motion(liax, frames: torch.Tensor, fps: float, max_seconds: Optional[float] = None,
+                  hooks: Optional[Hooks] = None, stats: Optional[MotionStats] = None,
+                  chunk: int = 8) -> MotionCodes:
+    """A talking clip → normalised motion codes (T, 40) at 25 fps, whatever the source rate.
+
+    frames: (N, H, W, C) float [0, 1] or uint8. Only the frames that land on the 25 fps
+    clock (and within ``max_seconds``) are encoded.
+    """
+    from talker_core.media import prepare_identity_image
+
+    hooks = hooks or Hooks()
+    stats = stats or MotionStats.release()
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[0] == 0:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"motion clip: expected frames shaped (N, H, W, C) with N ≥ 1, got {shape}")
+    index = _frame_indices_at_fps(frames.shape[0], float(fps))
+    if max_seconds is not None:
+        index = index[: max(1, int(max_seconds * FPS))]
+    device, dtype = _device_dtype(liax)
+    codes = []
+    for start in range(0, len(index), chunk):
+        hooks.check()
+        batch = torch.stack([prepare_identity_image(frames[i], name="motion clip frame", warn_small=False)
+                             for i in index[start: start + chunk]])
+        z, _ = liax.encode_identity(batch.to(device, dtype))
+        codes.append(liax.motion_code(z).float().cpu())
+        hooks.report(min(start + chunk, len(index)), len(index), "encode")
+    return MotionCodes(stats.normalize(torch.cat(codes, 0)))
+
+
+def motion_from_reference_pt(path, stats: Optional[MotionStats] = None) -> MotionCodes:
+    """The authors' precomputed motion file (raw LIA-X α per frame, (T, ≥40)) → normalised codes."""
+    from talker_core.checkpoint import read_pickle
+
+    stats = stats or MotionStats.release()
+    obj = read_pickle(path)
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 2 or obj.shape[1] < MOTION_DIM or obj.shape[0] == 0:
+        shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
+        raise ValueError(f"{path}: expected a tensor of LIA-X motion codes shaped (frames, 40), got {shape}")
+    raw = obj[:MAX_SEGMENT_FRAMES, :MOTION_DIM].float()
+    if not torch.isfinite(raw).all():
+        raise ValueError(f"{path}: the motion codes contain NaN or infinite values")
+    return MotionCodes(stats.normalize(raw))
+
+
