@@ -6,6 +6,7 @@ where the model files go. Exit status 1 when a required package is missing.
 
     python install.py
 """
+
 from __future__ import annotations
 
 import importlib

@@ -41,6 +41,7 @@ load); a table is printed.
 Global torch settings (threads, flush-denormal, cuDNN benchmark) are changed
 here only, inside :func:`run`, never at import.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,35 +71,59 @@ FPS = 25
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="debug,release",
-                        help="comma-separated size sets: debug (tiny test layouts), release (published sizes)")
-    parser.add_argument("--parts", default="heads,render,audio,e2e",
-                        help="comma-separated parts to measure: heads, render, audio, e2e")
+    parser.add_argument(
+        "--sizes",
+        default="debug,release",
+        help="comma-separated size sets: debug (tiny test layouts), release (published sizes)",
+    )
+    parser.add_argument(
+        "--parts", default="heads,render,audio,e2e", help="comma-separated parts to measure: heads, render, audio, e2e"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="weights of backbone, heads, LIA-X and codec (the flow sampler stays float32)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="weights of backbone, heads, LIA-X and codec (the flow sampler stays float32)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave torch's default)")
     parser.add_argument("--patches", type=int, default=3, help="measured patches per implementation")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured patches / calls first")
     parser.add_argument("--prompt-tokens", type=int, default=64, help="prompt length of the heads benchmark")
-    parser.add_argument("--variants", default="baseline,plain,fast",
-                        help="heads implementations, measured in turn patch by patch: baseline (reference-style "
-                             "eager loop), plain (fast=False), fast (defaults), and the ablations "
-                             "fast_serial (no parallel heads), fast_unpacked_serial (no prepacked weights either), "
-                             "fast_pack_backbone (prepacked backbone weights too)")
+    parser.add_argument(
+        "--variants",
+        default="baseline,plain,fast",
+        help="heads implementations, measured in turn patch by patch: baseline (reference-style "
+        "eager loop), plain (fast=False), fast (defaults), and the ablations "
+        "fast_serial (no parallel heads), fast_unpacked_serial (no prepacked weights either), "
+        "fast_pack_backbone (prepacked backbone weights too)",
+    )
     parser.add_argument("--frames", type=int, default=2, help="frames per batched render call")
-    parser.add_argument("--liax-scales", default="",
-                        help="LIA-X scales to render (default: 2,1 for release, 0.125 for debug)")
-    parser.add_argument("--render-plain", default="auto", choices=("auto", "always", "never"),
-                        help="also render with the reference-style path, one frame per call (auto: except for "
-                             "scale >= 1 on the CPU, where one such frame takes minutes)")
+    parser.add_argument(
+        "--liax-scales", default="", help="LIA-X scales to render (default: 2,1 for release, 0.125 for debug)"
+    )
+    parser.add_argument(
+        "--render-plain",
+        default="auto",
+        choices=("auto", "always", "never"),
+        help="also render with the reference-style path, one frame per call (auto: except for "
+        "scale >= 1 on the CPU, where one such frame takes minutes)",
+    )
     parser.add_argument("--audio-seconds", type=float, default=10.0, help="audio decoded by the codec benchmark")
-    parser.add_argument("--e2e-seconds", type=float, default=None,
-                        help="clip length of the end-to-end run (default 10 s; 2 s when measured on the CPU, "
-                             "where the debug renderer alone needs about half a second per frame)")
-    parser.add_argument("--e2e-measure", default="auto", choices=("auto", "always", "never"),
-                        help="measure the end-to-end run (auto: on CUDA and for the debug sizes; "
-                             "otherwise estimate it from the stages)")
+    parser.add_argument(
+        "--e2e-seconds",
+        type=float,
+        default=None,
+        help="clip length of the end-to-end run (default 10 s; 2 s when measured on the CPU, "
+        "where the debug renderer alone needs about half a second per frame)",
+    )
+    parser.add_argument(
+        "--e2e-measure",
+        default="auto",
+        choices=("auto", "always", "never"),
+        help="measure the end-to-end run (auto: on CUDA and for the debug sizes; "
+        "otherwise estimate it from the stages)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", default="", help="write the results to this JSON file")
 
@@ -226,7 +252,7 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _ref_rmsnorm(x: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(torch.mean(x ** 2, dim=-1, keepdim=True) + eps) * scale
+    return x * torch.rsqrt(torch.mean(x**2, dim=-1, keepdim=True) + eps) * scale
 
 
 def _ref_rope(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
@@ -236,8 +262,9 @@ def _ref_rope(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     ang = torch.outer(torch.arange(length, device=x.device), theta).float()
     w = torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1)[None, :, None].to(x.dtype)  # (1, L, 1, E/2, 2)
     x = x.reshape(b, length, n, e // 2, 2)
-    out = torch.stack([w[..., 0] * x[..., 0] - w[..., 1] * x[..., 1],
-                       w[..., 0] * x[..., 1] + w[..., 1] * x[..., 0]], dim=-1)
+    out = torch.stack(
+        [w[..., 0] * x[..., 0] - w[..., 1] * x[..., 1], w[..., 0] * x[..., 1] + w[..., 1] * x[..., 0]], dim=-1
+    )
     return out.reshape(b, length, n, e)
 
 
@@ -265,6 +292,7 @@ def _ref_sinusoid(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Ten
 
 def _ref_estimator(head, x, mu, t, cond, global_cond, dt) -> torch.Tensor:
     """The DiT velocity as the reference's ``VoxCPMLocDiT.forward`` computes it: every token, every call."""
+
     def lin(m, z):
         return F.linear(z, m.weight, m.bias)
 
@@ -276,13 +304,14 @@ def _ref_estimator(head, x, mu, t, cond, global_cond, dt) -> torch.Tensor:
     gt = lin(head.global_cond_proj, global_cond.unsqueeze(1).contiguous())
     prefix = ct.shape[1]
     te = lin(head.time_mlp.linear_2, F.silu(lin(head.time_mlp.linear_1, _ref_sinusoid(t, width).to(xt.dtype))))
-    de = lin(head.delta_time_mlp.linear_2,
-             F.silu(lin(head.delta_time_mlp.linear_1, _ref_sinusoid(dt, width).to(xt.dtype))))
+    de = lin(
+        head.delta_time_mlp.linear_2, F.silu(lin(head.delta_time_mlp.linear_1, _ref_sinusoid(dt, width).to(xt.dtype)))
+    )
     seq = torch.cat([(mu + te + de).unsqueeze(1), gt, ct, xt], dim=1)
     h = lin(head.decoder.input_proj, seq)
     for block in head.decoder.blocks:
         h = _ref_block(block, h)
-    h = _ref_rmsnorm(h, head.decoder.norm.scale)[:, prefix + 2:]
+    h = _ref_rmsnorm(h, head.decoder.norm.scale)[:, prefix + 2 :]
     return lin(head.out_proj, h).transpose(1, 2).contiguous().float()
 
 
@@ -311,8 +340,10 @@ def _ref_cfm(head, noise, mu, cond, global_cond, steps, temperature, cfg, sway) 
             gc_in[:b], gc_in[b:] = global_cond, global_cond
             out = _ref_estimator(head, x_in, mu_in, t_in, cond_in, gc_in, dt_in)
             pos, neg = torch.split(out, [b, b], dim=0)
-            st = (torch.sum(pos.view(b, -1) * neg.view(b, -1), dim=1, keepdim=True)
-                  / (torch.sum(neg.view(b, -1) ** 2, dim=1, keepdim=True) + 1e-8)).view(b, 1, 1)
+            st = (
+                torch.sum(pos.view(b, -1) * neg.view(b, -1), dim=1, keepdim=True)
+                / (torch.sum(neg.view(b, -1) ** 2, dim=1, keepdim=True) + 1e-8)
+            ).view(b, 1, 1)
             dphi = neg * st + cfg * (pos - neg * st)
         x = x - dt * dphi
         t = t - dt
@@ -341,8 +372,9 @@ class ReferenceLoop:
     patch can be compared with the library's.
     """
 
-    def __init__(self, model, prompt_ids, speaker, first_motion, seed: int, steps=10, temperature=0.3,
-                 cfg=2.0, sway=1.0):
+    def __init__(
+        self, model, prompt_ids, speaker, first_motion, seed: int, steps=10, temperature=0.3, cfg=2.0, sway=1.0
+    ):
         self.model = model
         self.steps, self.temperature, self.cfg, self.sway = steps, temperature, cfg, sway
         dev = model.device
@@ -372,22 +404,46 @@ class ReferenceLoop:
         p_stop = torch.sigmoid(logits.float())[0, 0].item()
         mu = self.h.float()
         noise_s = torch.randn((1, m.config.speech_dim, PATCH), generator=self.rng).to(mu.device)
-        speech = _ref_cfm(m.speech_cfm.estimator, noise_s, mu, self._cond(self.speech_hist, m.config.speech_dim),
-                          self.spk, self.steps, self.temperature, self.cfg, self.sway)
+        speech = _ref_cfm(
+            m.speech_cfm.estimator,
+            noise_s,
+            mu,
+            self._cond(self.speech_hist, m.config.speech_dim),
+            self.spk,
+            self.steps,
+            self.temperature,
+            self.cfg,
+            self.sway,
+        )
         noise_m = torch.randn((1, m.config.motion_dim, PATCH), generator=self.rng).to(mu.device)
-        motion = _ref_cfm(m.motion_cfm.estimator, noise_m, mu, self._cond(self.motion_hist, m.config.motion_dim),
-                          self.first, self.steps, self.temperature, self.cfg, self.sway)
+        motion = _ref_cfm(
+            m.motion_cfm.estimator,
+            noise_m,
+            mu,
+            self._cond(self.motion_hist, m.config.motion_dim),
+            self.first,
+            self.steps,
+            self.temperature,
+            self.cfg,
+            self.sway,
+        )
         self.speech_hist.append(speech[0].transpose(0, 1))
         self.motion_hist.append(motion[0].transpose(0, 1))
         dt = self.embed_dtype
         ps, pm = m.projector_speech.linear1, m.projector_motion.linear1
         e_s = F.linear(speech.transpose(1, 2).to(dt), ps.weight, ps.bias)
         e_m = F.linear(motion.transpose(1, 2).to(dt), pm.weight, pm.bias)
-        token = _ref_patch_encoder(m.speech_patch_encoder, e_s.unsqueeze(1)) + \
-            _ref_patch_encoder(m.motion_patch_encoder, e_m.unsqueeze(1))
+        token = _ref_patch_encoder(m.speech_patch_encoder, e_s.unsqueeze(1)) + _ref_patch_encoder(
+            m.motion_patch_encoder, e_m.unsqueeze(1)
+        )
         self.mask = torch.cat([self.mask, torch.ones((1, 1), dtype=torch.long, device=self.mask.device)], dim=1)
-        out = m.llm(inputs_embeds=token, attention_mask=self.mask, past_key_values=self.past, use_cache=True,
-                    output_hidden_states=True)
+        out = m.llm(
+            inputs_embeds=token,
+            attention_mask=self.mask,
+            past_key_values=self.past,
+            use_cache=True,
+            output_hidden_states=True,
+        )
         self.past = out.past_key_values
         self.h = out.hidden_states[-1][:, -1, :]
         return speech, motion, p_stop
@@ -457,8 +513,18 @@ def bench_heads(size: str, device, dtype, args) -> dict:
             engine = TalkerGenerator(model, fast=_fast_option(name))
             t = time.perf_counter()
             state, _ = engine.prefill(
-                prompt, speaker, ref_speech=None, ref_motion=None, first_motion=first_motion, prefix_frames=0,
-                mode=GenerationMode.JOINT, forced_speech=None, forced_motion=None, settings=settings, patches=n_total)
+                prompt,
+                speaker,
+                ref_speech=None,
+                ref_motion=None,
+                first_motion=first_motion,
+                prefix_frames=0,
+                mode=GenerationMode.JOINT,
+                forced_speech=None,
+                forced_motion=None,
+                settings=settings,
+                patches=n_total,
+            )
             _sync(device)
             prefill_ms[name] = (time.perf_counter() - t) * 1e3
             variants[name] = (engine, state)
@@ -483,20 +549,29 @@ def bench_heads(size: str, device, dtype, args) -> dict:
                     if i == 0:
                         first[name] = torch.cat([speech.float().cpu().flatten(), motion.float().cpu().flatten()])
                     log.info("%s heads %s patch %d: %.1f ms", size, name, i, dt)
-    out: dict[str, Any] = {"build_s": round(build_s, 2), "prompt_tokens": args.prompt_tokens,
-                           "patches_measured": args.patches, "warmup": args.warmup, **peak.value()}
+    out: dict[str, Any] = {
+        "build_s": round(build_s, 2),
+        "prompt_tokens": args.prompt_tokens,
+        "patches_measured": args.patches,
+        "warmup": args.warmup,
+        **peak.value(),
+    }
     for name, ts in times.items():
         ms = _median(ts)
-        out[name] = {"ms_per_patch": round(ms, 2), "ms_per_generated_second": round(ms * FPS / PATCH, 1),
-                     "all_ms": [round(x, 2) for x in ts], "prefill_ms": round(prefill_ms[name], 1)}
+        out[name] = {
+            "ms_per_patch": round(ms, 2),
+            "ms_per_generated_second": round(ms * FPS / PATCH, 1),
+            "all_ms": [round(x, 2) for x in ts],
+            "prefill_ms": round(prefill_ms[name], 1),
+        }
         if name != "baseline" and "baseline" in times:
             # paired ratios (the same patch index measured back to back) are robust to load changes
-            out[name]["over_baseline_paired_median"] = round(
-                _median([a / b for a, b in zip(ts, times["baseline"])]), 3)
+            out[name]["over_baseline_paired_median"] = round(_median([a / b for a, b in zip(ts, times["baseline"])]), 3)
     ref = first.get("fast")
     if ref is not None:
         out["max_abs_diff_first_patch_vs_fast"] = {
-            k: float((v - ref).abs().max()) for k, v in first.items() if k != "fast"}
+            k: float((v - ref).abs().max()) for k, v in first.items() if k != "fast"
+        }
     if "baseline" in out and "fast" in out:
         out["fast_over_baseline"] = round(out["fast"]["ms_per_patch"] / out["baseline"]["ms_per_patch"], 3)
         out["fast_over_baseline_paired_median"] = out["fast"]["over_baseline_paired_median"]
@@ -616,7 +691,6 @@ def bench_e2e(size: str, device, dtype, args) -> dict:
     """One T2AV clip of ``--e2e-seconds``: generation (stop head off), audio decode, rendering;
     once in sequence and once with rendering overlapping generation (StreamingRenderer)."""
     from talker_core.generation.engine import SamplingSettings, TalkerGenerator
-
     from talker_core.models.liax import StreamingRenderer
 
     seconds = args.e2e_seconds or (10.0 if device.type == "cuda" else 2.0)
@@ -641,8 +715,7 @@ def bench_e2e(size: str, device, dtype, args) -> dict:
             engine.generate(prompt, speaker, first_motion=alpha0[0].cpu(), settings=settings, max_patches=2)  # warm-up
             _sync(device)
             t0 = time.perf_counter()
-            out = engine.generate(prompt, speaker, first_motion=alpha0[0].cpu(), settings=settings,
-                                  max_patches=patches)
+            out = engine.generate(prompt, speaker, first_motion=alpha0[0].cpu(), settings=settings, max_patches=patches)
             _sync(device)
             t1 = time.perf_counter()
             vae.decode(out.gen_speech[None].to(device, dtype))
@@ -650,22 +723,38 @@ def bench_e2e(size: str, device, dtype, args) -> dict:
             t2 = time.perf_counter()
             motion = out.gen_motion
             for s in range(0, motion.shape[0], chunk):
-                gen.render(z, feats, (motion[s:s + chunk] * 0.1).to(device, dtype)).float().cpu()
+                gen.render(z, feats, (motion[s : s + chunk] * 0.1).to(device, dtype)).float().cpu()
             _sync(device)
             t3 = time.perf_counter()
             # overlapped: frames render in a worker (own CUDA stream) while patches are generated
             stream = StreamingRenderer(gen, z, feats, chunk=chunk)
-            out2 = engine.generate(prompt, speaker, first_motion=alpha0[0].cpu(), settings=settings,
-                                   max_patches=patches, on_patch=lambda i, s, m: stream.push(m[0].t() * 0.1))
+            out2 = engine.generate(
+                prompt,
+                speaker,
+                first_motion=alpha0[0].cpu(),
+                settings=settings,
+                max_patches=patches,
+                on_patch=lambda i, s, m: stream.push(m[0].t() * 0.1),
+            )
             vae.decode(out2.gen_speech[None].to(device, dtype))
             stream.close()
             _sync(device)
             t4 = time.perf_counter()
     clip = out.gen_speech.shape[0] / FPS
-    res = {"estimated": False, "clip_seconds": clip, "liax_scale": scale, "render_chunk": chunk,
-           "generate_s": round(t1 - t0, 3), "decode_s": round(t2 - t1, 3), "render_s": round(t3 - t2, 3),
-           "wall_s": round(t3 - t0, 3), "rtf": round((t3 - t0) / clip, 3),
-           "wall_overlap_s": round(t4 - t3, 3), "rtf_overlap": round((t4 - t3) / clip, 3), **peak.value()}
+    res = {
+        "estimated": False,
+        "clip_seconds": clip,
+        "liax_scale": scale,
+        "render_chunk": chunk,
+        "generate_s": round(t1 - t0, 3),
+        "decode_s": round(t2 - t1, 3),
+        "render_s": round(t3 - t2, 3),
+        "wall_s": round(t3 - t0, 3),
+        "rtf": round((t3 - t0) / clip, 3),
+        "wall_overlap_s": round(t4 - t3, 3),
+        "rtf_overlap": round((t4 - t3) / clip, 3),
+        **peak.value(),
+    }
     del model, vae, gen
     return res
 
@@ -681,9 +770,16 @@ def _estimate_e2e(result: dict, args) -> Optional[dict]:
     gen_s = heads["fast"]["prefill_ms"] / 1e3 + patches * heads["fast"]["ms_per_patch"] / 1e3
     dec_s = seconds / audio["folded"]["x_realtime"]
     ren_s = seconds * FPS / render["fast_batched_fps"]
-    return {"estimated": True, "clip_seconds": seconds, "liax_scale": 2, "generate_s": round(gen_s, 2),
-            "decode_s": round(dec_s, 2), "render_s": round(ren_s, 2), "wall_s": round(gen_s + dec_s + ren_s, 2),
-            "rtf": round((gen_s + dec_s + ren_s) / seconds, 3)}
+    return {
+        "estimated": True,
+        "clip_seconds": seconds,
+        "liax_scale": 2,
+        "generate_s": round(gen_s, 2),
+        "decode_s": round(dec_s, 2),
+        "render_s": round(ren_s, 2),
+        "wall_s": round(gen_s + dec_s + ren_s, 2),
+        "rtf": round((gen_s + dec_s + ren_s) / seconds, 3),
+    }
 
 
 # --------------------------------------------------------------------------- driver
@@ -691,21 +787,33 @@ def _estimate_e2e(result: dict, args) -> Optional[dict]:
 
 def _table(results: dict) -> str:
     env = results["env"]
-    lines = [f"device {env['device']} ({env.get('gpu') or env['cpu']}), dtype {env['dtype']}, torch {env['torch']}, "
-             f"threads {env['threads']}, load {env.get('load_avg_start')} → {env.get('load_avg_end')}"]
+    lines = [
+        f"device {env['device']} ({env.get('gpu') or env['cpu']}), dtype {env['dtype']}, torch {env['torch']}, "
+        f"threads {env['threads']}, load {env.get('load_avg_start')} → {env.get('load_avg_end')}"
+    ]
     rows = [("size", "measure", "value")]
     for size, r in results["sizes"].items():
         h = r.get("heads")
         if h:
             for name in [k for k in h if isinstance(h[k], dict) and "ms_per_patch" in h[k]]:
                 ratio = h[name].get("over_baseline_paired_median")
-                rows.append((size, f"heads {name} ms/patch (ms per gen. s)",
-                             f"{h[name]['ms_per_patch']:.1f} ({h[name]['ms_per_generated_second']:.0f})"
-                             + (f"  ×{ratio:.3f} of baseline" if ratio is not None else "")))
+                rows.append(
+                    (
+                        size,
+                        f"heads {name} ms/patch (ms per gen. s)",
+                        f"{h[name]['ms_per_patch']:.1f} ({h[name]['ms_per_generated_second']:.0f})"
+                        + (f"  ×{ratio:.3f} of baseline" if ratio is not None else ""),
+                    )
+                )
             if "fast_over_baseline_paired_median" in h:
-                rows.append((size, "heads fast/baseline (paired median)",
-                             f"{h['fast_over_baseline_paired_median']:.3f}  target ≤0.5: "
-                             f"{'met' if h['cpu_target_half_met'] else 'NOT met'}"))
+                rows.append(
+                    (
+                        size,
+                        "heads fast/baseline (paired median)",
+                        f"{h['fast_over_baseline_paired_median']:.3f}  target ≤0.5: "
+                        f"{'met' if h['cpu_target_half_met'] else 'NOT met'}",
+                    )
+                )
             rows.append((size, "heads peak memory", _mem(h)))
         for rr in r.get("render", []):
             parts = []
@@ -715,16 +823,26 @@ def _table(results: dict) -> str:
             rows.append((size, f"LIA-X scale {rr['scale']:g} frames/s", ", ".join(parts) + f"  [{_mem(rr)}]"))
         a = r.get("audio")
         if a:
-            rows.append((size, f"audio decode ×realtime ({a['audio_seconds']:g} s)",
-                         f"weight-norm {a['weight_norm']['x_realtime']:.2f}, folded {a['folded']['x_realtime']:.2f}"
-                         f"  [{_mem(a)}]"))
+            rows.append(
+                (
+                    size,
+                    f"audio decode ×realtime ({a['audio_seconds']:g} s)",
+                    f"weight-norm {a['weight_norm']['x_realtime']:.2f}, folded {a['folded']['x_realtime']:.2f}"
+                    f"  [{_mem(a)}]",
+                )
+            )
         e = r.get("e2e")
         if e:
-            rows.append((size, f"e2e T2AV RTF ({e['clip_seconds']:g} s clip, scale {e['liax_scale']:g})"
-                         + (" ESTIMATED" if e.get("estimated") else ""),
-                         f"{e['rtf']:.3f}  (gen {e['generate_s']} s, decode {e['decode_s']} s, "
-                         f"render {e['render_s']} s)"
-                         + (f"; overlapped {e['rtf_overlap']:.3f}" if "rtf_overlap" in e else "")))
+            rows.append(
+                (
+                    size,
+                    f"e2e T2AV RTF ({e['clip_seconds']:g} s clip, scale {e['liax_scale']:g})"
+                    + (" ESTIMATED" if e.get("estimated") else ""),
+                    f"{e['rtf']:.3f}  (gen {e['generate_s']} s, decode {e['decode_s']} s, "
+                    f"render {e['render_s']} s)"
+                    + (f"; overlapped {e['rtf_overlap']:.3f}" if "rtf_overlap" in e else ""),
+                )
+            )
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
@@ -751,16 +869,19 @@ def run(args: argparse.Namespace) -> int:
         torch.backends.cudnn.allow_tf32 = True
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = [s for s in sizes if s not in ("debug", "release")] + [p for p in parts if p not in
-                                                                      ("heads", "render", "audio", "e2e")]
+    unknown = [s for s in sizes if s not in ("debug", "release")] + [
+        p for p in parts if p not in ("heads", "render", "audio", "e2e")
+    ]
     if unknown:
         raise ValueError(f"unknown size or part: {unknown}")
     plain_args = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     results: dict[str, Any] = {"env": _env(device, dtype), "args": plain_args, "sizes": {}}
     if device.type == "cpu":
-        results["env"]["note"] = ("CPU run: GPU numbers (CUDA graphs, bf16 rendering) are not measured here. "
-                                  "The fast path samples the two heads in two worker threads of "
-                                  f"{max(1, torch.get_num_threads() // 2)} intra-op thread(s) each.")
+        results["env"]["note"] = (
+            "CPU run: GPU numbers (CUDA graphs, bf16 rendering) are not measured here. "
+            "The fast path samples the two heads in two worker threads of "
+            f"{max(1, torch.get_num_threads() // 2)} intra-op thread(s) each."
+        )
     for size in sizes:
         r: dict[str, Any] = {}
         results["sizes"][size] = r
@@ -768,8 +889,11 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s: heads", size)
             r["heads"] = bench_heads(size, device, dtype, args)
         if "render" in parts:
-            scales = ([float(s) for s in args.liax_scales.split(",") if s.strip()] if args.liax_scales
-                      else ([0.125] if size == "debug" else [2.0, 1.0]))
+            scales = (
+                [float(s) for s in args.liax_scales.split(",") if s.strip()]
+                if args.liax_scales
+                else ([0.125] if size == "debug" else [2.0, 1.0])
+            )
             r["render"] = []
             for scale in scales:
                 log.info("%s: render scale %g", size, scale)
@@ -779,7 +903,8 @@ def run(args: argparse.Namespace) -> int:
             r["audio"] = bench_audio(size, device, dtype, args)
         if "e2e" in parts:
             measure = args.e2e_measure == "always" or (
-                args.e2e_measure == "auto" and (device.type == "cuda" or size == "debug"))
+                args.e2e_measure == "auto" and (device.type == "cuda" or size == "debug")
+            )
             if measure:
                 log.info("%s: end to end", size)
                 r["e2e"] = bench_e2e(size, device, dtype, args)

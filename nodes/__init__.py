@@ -5,6 +5,7 @@ Importing this package needs ComfyUI's modules (``comfy_api.latest``, ``comfy``,
 ``__init__.py`` imports it only from ``comfy_entrypoint()``, so the pack itself
 stays importable without ComfyUI.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Decoder nodes: speech latents → AUDIO (24 kHz); motion + face → IMAGE frames at 25 fps."""
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,9 @@ class TalkerDecodeSpeech(io.ComfyNode):
             description="Speech latents → 24 kHz mono AUDIO (feed Create Video's audio, Save Audio or Preview Audio).",
             inputs=[
                 TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
-                TalkerSpeech.Input("speech",
-                                   tooltip="Speech latents (from the sampler, an encoder or a latents file)."),
+                TalkerSpeech.Input(
+                    "speech", tooltip="Speech latents (from the sampler, an encoder or a latents file)."
+                ),
             ],
             outputs=[io.Audio.Output("audio", display_name="audio", tooltip="24 kHz mono speech.")],
         )
@@ -52,13 +54,18 @@ class TalkerRenderVideo(io.ComfyNode):
             display_name="Talker-T2AV Render Video",
             category=f"{CATEGORY}/decode",
             description="Motion codes + a face → 512×512 frames at 25 fps. Connect images and fps to Create Video "
-                        "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow.",
+            "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
                 TalkerFace.Input("face", tooltip="The face to animate (Talker-T2AV Encode Face)."),
                 TalkerMotion.Input("motion", tooltip="Motion codes (from the sampler, an encoder or a latents file)."),
-                io.Int.Input("chunk", default=8, min=1, max=256,
-                             tooltip="Frames rendered per batch: higher is faster on a GPU but needs more memory."),
+                io.Int.Input(
+                    "chunk",
+                    default=8,
+                    min=1,
+                    max=256,
+                    tooltip="Frames rendered per batch: higher is faster on a GPU but needs more memory.",
+                ),
             ],
             outputs=[
                 io.Image.Output("images", display_name="images", tooltip="The frames, (frames, 512, 512, 3)."),
@@ -74,8 +81,10 @@ class TalkerRenderVideo(io.ComfyNode):
         from talker_core.types import FPS
 
         if motion is None:
-            raise ValueError("motion is empty: the sampler ran in speech-only mode (or V2A without motion); "
-                             "turn speech_only off to get a video, or render a motion from an encoder or a file")
+            raise ValueError(
+                "motion is empty: the sampler ran in speech-only mode (or V2A without motion); "
+                "turn speech_only off to get a video, or render a motion from an encoder or a file"
+            )
         if face is None:
             raise ValueError("face is empty: connect Talker-T2AV Encode Face")
         liax = face_model.ready()

@@ -1,4 +1,5 @@
 """Encoder nodes: reference voice, driving speech, face image and motion clip → Talker inputs."""
+
 from __future__ import annotations
 
 import logging
@@ -28,14 +29,24 @@ class TalkerEncodeVoice(io.ComfyNode):
             display_name="Talker-T2AV Encode Voice",
             category=f"{CATEGORY}/encode",
             description="A reference recording → the voice to clone: its speaker embedding (timbre) and speech "
-                        "latents (used as a prosody prefix when the sampler's prefix_seconds > 0).",
+            "latents (used as a prosody prefix when the sampler's prefix_seconds > 0).",
             inputs=[
                 TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
                 TalkerSpeakerEncoder.Input("speaker_encoder", tooltip="From Talker-T2AV Load Speaker Encoder."),
-                io.Audio.Input("audio", tooltip="Clean speech of the voice to clone, 3-10 s works best (any rate, "
-                                                "mixed to mono; the first clip of a batch)."),
-                io.Float.Input("max_seconds", default=30.0, min=0.5, max=30.0, step=0.1, round=0.01,
-                               tooltip="Use at most this much of the recording (the model takes at most 30 s)."),
+                io.Audio.Input(
+                    "audio",
+                    tooltip="Clean speech of the voice to clone, 3-10 s works best (any rate, "
+                    "mixed to mono; the first clip of a batch).",
+                ),
+                io.Float.Input(
+                    "max_seconds",
+                    default=30.0,
+                    min=0.5,
+                    max=30.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Use at most this much of the recording (the model takes at most 30 s).",
+                ),
             ],
             outputs=[TalkerVoice.Output("voice", display_name="voice", tooltip="The reference voice.")],
         )
@@ -57,12 +68,19 @@ class TalkerEncodeSpeech(io.ComfyNode):
             display_name="Talker-T2AV Encode Speech",
             category=f"{CATEGORY}/encode",
             description="Driving audio → speech latents, for audio-driven video (A2V): connect to the sampler's "
-                        "forced_speech input.",
+            "forced_speech input.",
             inputs=[
                 TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
                 io.Audio.Input("audio", tooltip="The speech the face should say (any rate and length; mixed to mono)."),
-                io.Float.Input("max_seconds", default=0.0, min=0.0, max=3600.0, step=0.1, round=0.01,
-                               tooltip="Use at most this many seconds of the audio; 0 uses all of it."),
+                io.Float.Input(
+                    "max_seconds",
+                    default=0.0,
+                    min=0.0,
+                    max=3600.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Use at most this many seconds of the audio; 0 uses all of it.",
+                ),
             ],
             outputs=[TalkerSpeech.Output("speech", display_name="speech", tooltip="Speech latents at 25 Hz.")],
         )
@@ -86,13 +104,18 @@ class TalkerEncodeFace(io.ComfyNode):
             display_name="Talker-T2AV Encode Face",
             category=f"{CATEGORY}/encode",
             description="A face image → the identity to animate. Non-square images are centre-cropped and "
-                        "resized to 512×512; a front-facing, head-and-shoulders crop works best. From a batch "
-                        "(e.g. video frames), the frame at frame_index is used.",
+            "resized to 512×512; a front-facing, head-and-shoulders crop works best. From a batch "
+            "(e.g. video frames), the frame at frame_index is used.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
                 io.Image.Input("image", tooltip="The face (IMAGE). With a batch, one frame is picked by frame_index."),
-                io.Int.Input("frame_index", default=0, min=0, max=100000,
-                             tooltip="Which image of a batch to use (0 = the first). Ignored for a single image."),
+                io.Int.Input(
+                    "frame_index",
+                    default=0,
+                    min=0,
+                    max=100000,
+                    tooltip="Which image of a batch to use (0 = the first). Ignored for a single image.",
+                ),
             ],
             outputs=[TalkerFace.Output("face", display_name="face", tooltip="The face identity.")],
         )
@@ -103,8 +126,9 @@ class TalkerEncodeFace(io.ComfyNode):
 
         if image.ndim == 4:
             if frame_index >= image.shape[0]:
-                raise ValueError(f"frame_index {frame_index} is out of range: the image batch has "
-                                 f"{image.shape[0]} frame(s)")
+                raise ValueError(
+                    f"frame_index {frame_index} is out of range: the image batch has {image.shape[0]} frame(s)"
+                )
             if image.shape[0] > 1:
                 log.info("Talker-T2AV Encode Face: using frame %d of a batch of %d", frame_index, image.shape[0])
             image = image[frame_index]
@@ -120,16 +144,29 @@ class TalkerEncodeMotion(io.ComfyNode):
             display_name="Talker-T2AV Encode Motion",
             category=f"{CATEGORY}/encode",
             description="Video frames of a talking face → motion codes at 25 fps (frames are picked on a 25 fps "
-                        "clock from the given rate). Use for dubbing (sampler forced_motion, V2A) or as the "
-                        "style reference (sampler reference_motion). Load a clip with Load Video → Get Video "
-                        "Components.",
+            "clock from the given rate). Use for dubbing (sampler forced_motion, V2A) or as the "
+            "style reference (sampler reference_motion). Load a clip with Load Video → Get Video "
+            "Components.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
                 io.Image.Input("images", tooltip="The clip's frames (IMAGE batch), one face, roughly centred."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images (connect Get Video Components' fps)."),
-                io.Float.Input("max_seconds", default=0.0, min=0.0, max=3600.0, step=0.1, round=0.01,
-                               tooltip="Encode at most this many seconds; 0 encodes the whole clip."),
+                io.Float.Input(
+                    "fps",
+                    default=25.0,
+                    min=1.0,
+                    max=240.0,
+                    step=0.001,
+                    tooltip="Frame rate of the images (connect Get Video Components' fps).",
+                ),
+                io.Float.Input(
+                    "max_seconds",
+                    default=0.0,
+                    min=0.0,
+                    max=3600.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Encode at most this many seconds; 0 encodes the whole clip.",
+                ),
             ],
             outputs=[TalkerMotion.Output("motion", display_name="motion", tooltip="Motion codes at 25 Hz.")],
         )

@@ -3,13 +3,15 @@
 Everything host-specific lives here so that each node's ``execute`` stays a few lines
 over :mod:`talker_core` (which never imports ComfyUI).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import comfy.model_management as mm
 import comfy.utils
@@ -75,7 +77,7 @@ def find_model_path(name: str, folder: bool = False) -> Optional[str]:
         raise ValueError(f"{name!r} is not a path inside the {MODELS_FOLDER} model folder")
     for root in model_roots():
         candidate = os.path.join(root, rel)
-        if (os.path.isdir(candidate) if folder else os.path.isfile(candidate)):
+        if os.path.isdir(candidate) if folder else os.path.isfile(candidate):
             return candidate
     return None
 
@@ -88,8 +90,7 @@ def missing_model_error(name: str, kind: str, default: str) -> FileNotFoundError
     hint = (
         f"Turn on download_if_missing on this node to fetch it from its public source, or run `{command}`"
         if name == default
-        else "Pick an existing entry, or the release name "
-        f"{default!r} with download_if_missing on"
+        else f"Pick an existing entry, or the release name {default!r} with download_if_missing on"
     )
     return FileNotFoundError(
         f"{kind} {name!r} was not found in the {MODELS_FOLDER} model folder(s): {', '.join(roots)}. {hint}. "
@@ -197,13 +198,18 @@ class _Holder(torch.nn.Module):
 # ComfyUI logs "Requested to load <class name>": name the holder after what it holds.
 _HOLDERS = {
     kind: type(name, (_Holder,), {"__doc__": _Holder.__doc__})
-    for kind, name in (("talker", "TalkerT2AV"), ("whisperx_vae", "TalkerWhisperXVAE"), ("liax", "TalkerLiaX"),
-                       ("speaker", "TalkerSpeakerEncoder"))
+    for kind, name in (
+        ("talker", "TalkerT2AV"),
+        ("whisperx_vae", "TalkerWhisperXVAE"),
+        ("liax", "TalkerLiaX"),
+        ("speaker", "TalkerSpeakerEncoder"),
+    )
 }
 
 
-def manage(kind: str, module: torch.nn.Module, payload: Any, device: torch.device, dtype: torch.dtype,
-           source: str) -> ManagedModel:
+def manage(
+    kind: str, module: torch.nn.Module, payload: Any, device: torch.device, dtype: torch.dtype, source: str
+) -> ManagedModel:
     from comfy.model_patcher import ModelPatcher
 
     module.eval()

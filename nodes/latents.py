@@ -9,6 +9,7 @@ output folders (the latter marked ``[output]``), recognised by their metadata:
 - metadata ``talker_t2av`` = ``speech`` | ``motion``, ``fps`` = ``25``, and (unless ComfyUI
   runs with ``--disable-metadata``) the ``prompt`` and ``workflow`` that made it.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,11 @@ def save(kind: str, tensor, filename_prefix: str, prompt, extra_pnginfo) -> tupl
     out_dir = folder_paths.get_output_directory()
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
     file = f"{name}_{counter:05}_.safetensors"
-    save_file({TENSOR_NAME[kind]: tensor.detach().float().cpu().contiguous()}, os.path.join(folder, file),
-              metadata=_metadata(kind, int(tensor.shape[0]), prompt, extra_pnginfo))
+    save_file(
+        {TENSOR_NAME[kind]: tensor.detach().float().cpu().contiguous()},
+        os.path.join(folder, file),
+        metadata=_metadata(kind, int(tensor.shape[0]), prompt, extra_pnginfo),
+    )
     return file, subfolder
 
 
@@ -102,14 +106,19 @@ def load(kind: str, name: str):
 
 
 def _prefix_input(default: str) -> io.String.Input:
-    return io.String.Input("filename_prefix", default=default,
-                           tooltip="Path under ComfyUI's output folder; a counter and .safetensors are appended.")
+    return io.String.Input(
+        "filename_prefix",
+        default=default,
+        tooltip="Path under ComfyUI's output folder; a counter and .safetensors are appended.",
+    )
 
 
 def _file_input(kind: str) -> io.Combo.Input:
-    return io.Combo.Input("file", options=list_files(kind),
-                          tooltip=f"A {kind} file from the input folder, or one saved earlier from the output "
-                                  "folder (marked [output]).")
+    return io.Combo.Input(
+        "file",
+        options=list_files(kind),
+        tooltip=f"A {kind} file from the input folder, or one saved earlier from the output folder (marked [output]).",
+    )
 
 
 def _check_file(file: str):

@@ -11,6 +11,7 @@ Files live in ``models/talker_t2av`` (or any folder registered as ``talker_t2av`
 
 Nothing is downloaded unless a loader's ``download_if_missing`` switch is on.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,25 +37,30 @@ def _release_name(kind: str) -> str:
 
 def _precision_input(auto_text: str) -> io.Combo.Input:
     return io.Combo.Input(
-        "precision", options=host.PRECISIONS, default="auto",
+        "precision",
+        options=host.PRECISIONS,
+        default="auto",
         tooltip=f"Weight precision. auto: {auto_text}. fp16/bf16 halve memory on a GPU; keep fp32 on the CPU.",
     )
 
 
 def _device_input() -> io.Combo.Input:
     return io.Combo.Input(
-        "device", options=host.DEVICES, default="auto",
+        "device",
+        options=host.DEVICES,
+        default="auto",
         tooltip="Where the model runs. auto/gpu: ComfyUI's device (it moves the model back to the CPU "
-                "when other models need the memory); cpu: always the CPU.",
+        "when other models need the memory); cpu: always the CPU.",
     )
 
 
 def _download_input() -> io.Boolean.Input:
     return io.Boolean.Input(
-        "download_if_missing", default=False,
+        "download_if_missing",
+        default=False,
         tooltip="If the release file is missing, fetch it from its public source (Hugging Face) into the "
-                "talker_t2av model folder, with progress. Off: never download; a missing file is an error "
-                "that says what to do.",
+        "talker_t2av model folder, with progress. Off: never download; a missing file is an error "
+        "that says what to do.",
     )
 
 
@@ -95,18 +101,21 @@ class TalkerLoadModel(io.ComfyNode):
             display_name="Talker-T2AV Load Model",
             category=f"{CATEGORY}/loaders",
             description="Loads the Talker-T2AV backbone and heads (a folder with model.safetensors and the "
-                        "tokenizer) from models/talker_t2av.",
+            "tokenizer) from models/talker_t2av.",
             inputs=[
                 io.Combo.Input(
-                    "model_folder", options=[release] + [f for f in host.backbone_folders() if f != release],
+                    "model_folder",
+                    options=[release] + [f for f in host.backbone_folders() if f != release],
                     default=release,
                     tooltip="Sub-folder of models/talker_t2av holding model.safetensors and the tokenizer files.",
                 ),
                 _precision_input("bf16 on a GPU that supports it, else fp32"),
                 io.Combo.Input(
-                    "attention", options=host.ATTENTIONS, default="sdpa",
+                    "attention",
+                    options=host.ATTENTIONS,
+                    default="sdpa",
                     tooltip="Backbone attention kernel. sdpa: PyTorch's fused attention (default); eager: plain "
-                            "matmuls (debugging); flash_attention_2: needs the flash-attn package.",
+                    "matmuls (debugging); flash_attention_2: needs the flash-attn package.",
                 ),
                 _device_input(),
                 _download_input(),
@@ -140,8 +149,9 @@ class _SingleFileLoader(io.ComfyNode):
     @classmethod
     def _file_input(cls, tooltip: str) -> io.Combo.Input:
         release = _release_name(cls.KIND)
-        return io.Combo.Input("file", options=host.weight_files(release, cls.EXTENSIONS), default=release,
-                              tooltip=tooltip)
+        return io.Combo.Input(
+            "file", options=host.weight_files(release, cls.EXTENSIONS), default=release, tooltip=tooltip
+        )
 
     @classmethod
     def validate_inputs(cls, file, download_if_missing):
@@ -167,8 +177,9 @@ class TalkerLoadCodec(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads the WhisperX-VAE speech codec: audio ↔ 25 Hz speech latents, 24 kHz output.",
             inputs=[
-                cls._file_input("WhisperX-VAE checkpoint (the release's whisperx-vae/model.ckpt, or its "
-                                "safetensors conversion)."),
+                cls._file_input(
+                    "WhisperX-VAE checkpoint (the release's whisperx-vae/model.ckpt, or its safetensors conversion)."
+                ),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),
@@ -194,14 +205,18 @@ class TalkerLoadFaceModel(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads LIA-X, which encodes faces and motion and renders 512×512 frames from motion.",
             inputs=[
-                cls._file_input("LIA-X generator weights (lia-x.pt from the LIA-X release, or its safetensors "
-                                "conversion)."),
+                cls._file_input(
+                    "LIA-X generator weights (lia-x.pt from the LIA-X release, or its safetensors conversion)."
+                ),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),
             ],
-            outputs=[TalkerFaceModel.Output("face_model", display_name="face_model",
-                                            tooltip="The LIA-X face encoder and renderer.")],
+            outputs=[
+                TalkerFaceModel.Output(
+                    "face_model", display_name="face_model", tooltip="The LIA-X face encoder and renderer."
+                )
+            ],
         )
 
     @classmethod
@@ -222,14 +237,18 @@ class TalkerLoadSpeakerEncoder(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads the WavLM-Large + ECAPA-TDNN speaker encoder (the voice's 256-d timbre embedding).",
             inputs=[
-                cls._file_input("Speaker-verification checkpoint (wavlm_large_finetune.pth, or its safetensors "
-                                "conversion)."),
+                cls._file_input(
+                    "Speaker-verification checkpoint (wavlm_large_finetune.pth, or its safetensors conversion)."
+                ),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),
             ],
-            outputs=[TalkerSpeakerEncoder.Output("speaker_encoder", display_name="speaker_encoder",
-                                                 tooltip="The speaker encoder.")],
+            outputs=[
+                TalkerSpeakerEncoder.Output(
+                    "speaker_encoder", display_name="speaker_encoder", tooltip="The speaker encoder."
+                )
+            ],
         )
 
     @classmethod

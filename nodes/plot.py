@@ -9,6 +9,7 @@ The ``executed`` message of a node carries its ``ui`` dict to the browser, where
   values down-sampled to at most :data:`MAX_POINTS` per series and rounded, so the
   payload stays a few kB whatever the length.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -26,8 +27,12 @@ def _bin(values: torch.Tensor, points: int) -> list[float]:
         return []
     if t > points:
         edges = torch.linspace(0, t, points + 1).round().long()
-        values = torch.stack([values[a:b].mean() if b > a else values[min(a, t - 1)]
-                              for a, b in zip(edges[:-1].tolist(), edges[1:].tolist())])
+        values = torch.stack(
+            [
+                values[a:b].mean() if b > a else values[min(a, t - 1)]
+                for a, b in zip(edges[:-1].tolist(), edges[1:].tolist())
+            ]
+        )
     return [round(float(v), 4) for v in values]
 
 
@@ -54,8 +59,9 @@ def motion_plot(speech, motion, prefix_frames: int = 0, fps: int = 25) -> dict:
         "frames": frames,
         "seconds": round(frames / fps, 3),
         "prefix_seconds": round(prefix_frames / fps, 3),
-        "series": [{"name": name, "seconds": round(v.shape[0] / fps, 3), "values": _bin(v, points)}
-                   for name, v in series],
+        "series": [
+            {"name": name, "seconds": round(v.shape[0] / fps, 3), "values": _bin(v, points)} for name, v in series
+        ],
     }
 
 

@@ -9,6 +9,7 @@ The mode follows from what is connected (documented in docs/NODES.md):
 | forced_motion        | off         | V2A   | voice (text: the words to dub) |
 | neither              | on          | speech| text, voice        |
 """
+
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -75,65 +76,155 @@ class TalkerSampler(io.ComfyNode):
             display_name="Talker-T2AV Sampler",
             category=CATEGORY,
             description="Generates speech and face motion together from text, a reference voice and a face. "
-                        "Connect forced_speech for audio-driven video (A2V), forced_motion for dubbing (V2A), or "
-                        "turn speech_only on for speech alone. Text longer than one segment (30 s) is generated "
-                        "in segments, each continuing the previous one.",
+            "Connect forced_speech for audio-driven video (A2V), forced_motion for dubbing (V2A), or "
+            "turn speech_only on for speech alone. Text longer than one segment (30 s) is generated "
+            "in segments, each continuing the previous one.",
             inputs=[
                 TalkerModel.Input("model", tooltip="From Talker-T2AV Load Model."),
-                TalkerVoice.Input("voice", optional=True,
-                                  tooltip="The voice to clone (Talker-T2AV Encode Voice). Needed except in A2V."),
-                TalkerFace.Input("face", optional=True,
-                                 tooltip="The face (Talker-T2AV Encode Face). Needed for T2AV and A2V; not for "
-                                         "speech only or dubbing."),
-                TalkerMotion.Input("reference_motion", optional=True,
-                                   tooltip="Motion of the reference clip (Talker-T2AV Encode Motion). With "
-                                           "prefix_seconds > 0 it is the motion prefix (style cloning); its first "
-                                           "frame also sets the starting pose."),
-                TalkerSpeech.Input("forced_speech", optional=True,
-                                   tooltip="Speech to lip-sync to (Talker-T2AV Encode Speech): audio-driven video "
-                                           "(A2V). Only motion is sampled."),
-                TalkerMotion.Input("forced_motion", optional=True,
-                                   tooltip="Motion to dub (Talker-T2AV Encode Motion of a silent clip, or a saved "
-                                           "motion): video-to-audio (V2A). Only speech is sampled."),
-                io.String.Input("text", multiline=True, default="",
-                                placeholder="What the face should say.",
-                                tooltip="The words to speak. Long text is split at sentence ends into segments "
-                                        "of up to 30 s, each continuing the previous one."),
-                io.Boolean.Input("speech_only", default=False,
-                                 tooltip="Generate speech alone (no motion, no face needed)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; the same seed gives the same result on any device."),
-                io.Int.Input("steps", default=10, min=1, max=200,
-                             tooltip="Flow-matching (Euler) steps per 4-frame patch; the paper uses 10."),
-                io.Float.Input("cfg", default=2.0, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance strength; 2.0 as in the paper, 1.0 disables it."),
-                io.Float.Input("temperature", default=0.3, min=0.0, max=5.0, step=0.01, round=0.001,
-                               tooltip="Scale of the starting noise: lower is steadier, higher more varied."),
-                io.Float.Input("sway", default=1.0, min=-1.0, max=2.0, step=0.05, round=0.001,
-                               tooltip="Sway sampling coefficient of the time grid (1.0 as in the reference)."),
-                io.Boolean.Input("cfg_zero_star", default=True,
-                                 tooltip="CFG-Zero*: skip the first step and rescale guidance (as in the reference)."),
-                io.Float.Input("stop_threshold", default=0.5, min=0.01, max=1.0, step=0.01, round=0.001,
-                               tooltip="End of speech when the stop head's probability stays above this for 3 "
-                                       "patches (T2AV and speech only)."),
-                io.Float.Input("max_seconds", default=30.0, min=0.16, max=3600.0, step=0.1, round=0.01,
-                               tooltip="Upper bound on the generated length, all segments together."),
-                io.Float.Input("prefix_seconds", default=0.0, min=0.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Style cloning: feed this much of the reference (voice latents and "
-                                       "reference_motion) as a prefix, so prosody and head motion continue its "
-                                       "style. 0: the reference sets only timbre and appearance."),
-                io.Boolean.Input("include_prefix", default=True,
-                                 tooltip="Keep the reference prefix at the start of the outputs (as the reference "
-                                         "implementation does); off: return only the newly generated part."),
-                io.Float.Input("segment_prefix_seconds", default=2.0, min=0.0, max=10.0, step=0.1, round=0.01,
-                               tooltip="Long form: how much of each segment's end is fed to the next as its "
-                                       "prefix, carrying voice and motion over."),
+                TalkerVoice.Input(
+                    "voice",
+                    optional=True,
+                    tooltip="The voice to clone (Talker-T2AV Encode Voice). Needed except in A2V.",
+                ),
+                TalkerFace.Input(
+                    "face",
+                    optional=True,
+                    tooltip="The face (Talker-T2AV Encode Face). Needed for T2AV and A2V; not for "
+                    "speech only or dubbing.",
+                ),
+                TalkerMotion.Input(
+                    "reference_motion",
+                    optional=True,
+                    tooltip="Motion of the reference clip (Talker-T2AV Encode Motion). With "
+                    "prefix_seconds > 0 it is the motion prefix (style cloning); its first "
+                    "frame also sets the starting pose.",
+                ),
+                TalkerSpeech.Input(
+                    "forced_speech",
+                    optional=True,
+                    tooltip="Speech to lip-sync to (Talker-T2AV Encode Speech): audio-driven video "
+                    "(A2V). Only motion is sampled.",
+                ),
+                TalkerMotion.Input(
+                    "forced_motion",
+                    optional=True,
+                    tooltip="Motion to dub (Talker-T2AV Encode Motion of a silent clip, or a saved "
+                    "motion): video-to-audio (V2A). Only speech is sampled.",
+                ),
+                io.String.Input(
+                    "text",
+                    multiline=True,
+                    default="",
+                    placeholder="What the face should say.",
+                    tooltip="The words to speak. Long text is split at sentence ends into segments "
+                    "of up to 30 s, each continuing the previous one.",
+                ),
+                io.Boolean.Input(
+                    "speech_only", default=False, tooltip="Generate speech alone (no motion, no face needed)."
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Noise seed; the same seed gives the same result on any device.",
+                ),
+                io.Int.Input(
+                    "steps",
+                    default=10,
+                    min=1,
+                    max=200,
+                    tooltip="Flow-matching (Euler) steps per 4-frame patch; the paper uses 10.",
+                ),
+                io.Float.Input(
+                    "cfg",
+                    default=2.0,
+                    min=0.0,
+                    max=20.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance strength; 2.0 as in the paper, 1.0 disables it.",
+                ),
+                io.Float.Input(
+                    "temperature",
+                    default=0.3,
+                    min=0.0,
+                    max=5.0,
+                    step=0.01,
+                    round=0.001,
+                    tooltip="Scale of the starting noise: lower is steadier, higher more varied.",
+                ),
+                io.Float.Input(
+                    "sway",
+                    default=1.0,
+                    min=-1.0,
+                    max=2.0,
+                    step=0.05,
+                    round=0.001,
+                    tooltip="Sway sampling coefficient of the time grid (1.0 as in the reference).",
+                ),
+                io.Boolean.Input(
+                    "cfg_zero_star",
+                    default=True,
+                    tooltip="CFG-Zero*: skip the first step and rescale guidance (as in the reference).",
+                ),
+                io.Float.Input(
+                    "stop_threshold",
+                    default=0.5,
+                    min=0.01,
+                    max=1.0,
+                    step=0.01,
+                    round=0.001,
+                    tooltip="End of speech when the stop head's probability stays above this for 3 "
+                    "patches (T2AV and speech only).",
+                ),
+                io.Float.Input(
+                    "max_seconds",
+                    default=30.0,
+                    min=0.16,
+                    max=3600.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Upper bound on the generated length, all segments together.",
+                ),
+                io.Float.Input(
+                    "prefix_seconds",
+                    default=0.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Style cloning: feed this much of the reference (voice latents and "
+                    "reference_motion) as a prefix, so prosody and head motion continue its "
+                    "style. 0: the reference sets only timbre and appearance.",
+                ),
+                io.Boolean.Input(
+                    "include_prefix",
+                    default=True,
+                    tooltip="Keep the reference prefix at the start of the outputs (as the reference "
+                    "implementation does); off: return only the newly generated part.",
+                ),
+                io.Float.Input(
+                    "segment_prefix_seconds",
+                    default=2.0,
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Long form: how much of each segment's end is fed to the next as its "
+                    "prefix, carrying voice and motion over.",
+                ),
             ],
             outputs=[
-                TalkerSpeech.Output("speech", display_name="speech",
-                                    tooltip="Speech latents (Talker-T2AV Decode Speech → AUDIO)."),
-                TalkerMotion.Output("motion", display_name="motion",
-                                    tooltip="Motion codes (Talker-T2AV Render Video → IMAGE); empty in speech only."),
+                TalkerSpeech.Output(
+                    "speech", display_name="speech", tooltip="Speech latents (Talker-T2AV Decode Speech → AUDIO)."
+                ),
+                TalkerMotion.Output(
+                    "motion",
+                    display_name="motion",
+                    tooltip="Motion codes (Talker-T2AV Render Video → IMAGE); empty in speech only.",
+                ),
             ],
         )
 
@@ -144,23 +235,58 @@ class TalkerSampler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, text, speech_only, seed, steps, cfg, temperature, sway, cfg_zero_star,
-                stop_threshold, max_seconds, prefix_seconds, include_prefix, segment_prefix_seconds,
-                voice=None, face=None, reference_motion=None, forced_speech=None,
-                forced_motion=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        text,
+        speech_only,
+        seed,
+        steps,
+        cfg,
+        temperature,
+        sway,
+        cfg_zero_star,
+        stop_threshold,
+        max_seconds,
+        prefix_seconds,
+        include_prefix,
+        segment_prefix_seconds,
+        voice=None,
+        face=None,
+        reference_motion=None,
+        forced_speech=None,
+        forced_motion=None,
+    ) -> io.NodeOutput:
         from talker_core.pipeline import TalkRequest, generate
 
         mode = infer_mode(speech_only, forced_speech, forced_motion)
         check_inputs(mode, text, voice, face, reference_motion, prefix_seconds)
         request = TalkRequest(
-            text=text, mode=mode, seed=seed, steps=steps, cfg=cfg, temperature=temperature, sway=sway,
-            cfg_zero_star=cfg_zero_star, stop_threshold=stop_threshold, prefix_seconds=prefix_seconds,
-            max_seconds=max_seconds, segment_prefix_seconds=segment_prefix_seconds,
+            text=text,
+            mode=mode,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            temperature=temperature,
+            sway=sway,
+            cfg_zero_star=cfg_zero_star,
+            stop_threshold=stop_threshold,
+            prefix_seconds=prefix_seconds,
+            max_seconds=max_seconds,
+            segment_prefix_seconds=segment_prefix_seconds,
         )
         bundle = model.ready()
         with host.interruptible():
-            result = generate(bundle, request, voice=voice, face=face, reference_motion=reference_motion,
-                              forced_speech=forced_speech, forced_motion=forced_motion, hooks=host.make_hooks())
+            result = generate(
+                bundle,
+                request,
+                voice=voice,
+                face=face,
+                reference_motion=reference_motion,
+                forced_speech=forced_speech,
+                forced_motion=forced_motion,
+                hooks=host.make_hooks(),
+            )
         speech, motion, prefix = result.speech, result.motion, result.prefix_frames
         if not include_prefix and prefix > 0:
             speech, motion, prefix = _drop_prefix(speech, prefix), _drop_prefix(motion, prefix), 0

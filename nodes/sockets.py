@@ -11,6 +11,7 @@
 | TALKER_FACE | :class:`talker_core.types.Identity` |
 | TALKER_MOTION | :class:`talker_core.types.MotionCodes` (25 Hz × 40, normalised) |
 """
+
 from __future__ import annotations
 
 from comfy_api.latest import io

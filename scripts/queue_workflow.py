@@ -14,6 +14,7 @@ Standard library only. Example, with ComfyUI listening on 127.0.0.1:8188:
 - Outputs listed in ``/history`` (videos, audio, images) are downloaded into ``--out``; text
   payloads (our nodes' summary lines) are printed. Exit status 0 on success, 1 on an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,13 +43,16 @@ def upload(server: str, path: Path, name: str) -> str:
     ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-        f"Content-Type: {ctype}\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
+        f"Content-Type: {ctype}\r\n\r\n".encode()
+        + path.read_bytes()
+        + b"\r\n",
         f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
         f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ninput\r\n'.encode(),
         f"--{boundary}--\r\n".encode(),
     ]
-    reply = json.loads(request(server, "/upload/image", b"".join(parts),
-                               {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+    reply = json.loads(
+        request(server, "/upload/image", b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    )
     return f"{reply['subfolder']}/{reply['name']}" if reply.get("subfolder") else reply["name"]
 
 
@@ -69,8 +73,7 @@ def queue(server: str, prompt: dict, workflow: dict | None, client_id: str) -> s
     if workflow is not None:
         body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
     try:
-        reply = json.loads(request(server, "/prompt", json.dumps(body).encode(),
-                                   {"Content-Type": "application/json"}))
+        reply = json.loads(request(server, "/prompt", json.dumps(body).encode(), {"Content-Type": "application/json"}))
     except urllib.error.HTTPError as err:
         detail = err.read().decode(errors="replace")
         raise SystemExit(f"ComfyUI refused the prompt ({err.code}): {detail}") from None
@@ -82,8 +85,10 @@ def wait(server: str, prompt_id: str, timeout: float, poll: float = 1.0) -> dict
     while time.monotonic() < deadline:
         history = json.loads(request(server, f"/history/{prompt_id}"))
         entry = history.get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None and (
-            entry["status"]["completed"] or entry["status"].get("status_str") == "error"
+        if (
+            entry
+            and entry.get("status", {}).get("completed") is not None
+            and (entry["status"]["completed"] or entry["status"].get("status_str") == "error")
         ):
             return entry
         time.sleep(poll)
@@ -104,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     ap.add_argument("--input", action="append", default=[], metavar="[NAME=]PATH", help="file to upload")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", help="override an input")
-    ap.add_argument("--workflow-ui", type=Path, default=None,
-                    help="UI-format workflow to embed (default: example_workflows/<same name>.json)")
+    ap.add_argument(
+        "--workflow-ui",
+        type=Path,
+        default=None,
+        help="UI-format workflow to embed (default: example_workflows/<same name>.json)",
+    )
     ap.add_argument("--out", type=Path, default=Path("out"), help="download folder (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait (default %(default)s)")
     args = ap.parse_args(argv)

@@ -7,6 +7,7 @@ cloning from a reference prefix. Nothing here imports ComfyUI.
 Importing this package is cheap and has no side effects: submodules are loaded
 on first use.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

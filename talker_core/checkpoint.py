@@ -10,15 +10,16 @@ with ``strict=False``.
 Files are read without executing code: safetensors directly, pickles only through
 ``torch.load(weights_only=True)`` (see :func:`read_pickle`).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import pickle
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -131,9 +132,7 @@ def load_strict(
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): " + "; ".join(shapes[:_MAX_LISTED]))
     dtypes = [
-        f"{k}: {t.dtype}"
-        for k, t in mapped.items()
-        if expected[k].is_floating_point() and not t.is_floating_point()
+        f"{k}: {t.dtype}" for k, t in mapped.items() if expected[k].is_floating_point() and not t.is_floating_point()
     ]
     if dtypes:
         problems.append(f"{len(dtypes)} tensor(s) with a non-float dtype: " + "; ".join(dtypes[:_MAX_LISTED]))
@@ -167,8 +166,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{path} is not a readable safetensors file ({exc}). It may be truncated or corrupted: "
-            "download it again."
+            f"{path} is not a readable safetensors file ({exc}). It may be truncated or corrupted: download it again."
         ) from exc
     return tensors, meta
 
@@ -235,9 +233,7 @@ def sniff_format(path: str | os.PathLike) -> str:
     return "unknown"
 
 
-def read_state_file(
-    path: str | os.PathLike, allowed_globals: Sequence = ()
-) -> tuple[str, object, dict[str, str]]:
+def read_state_file(path: str | os.PathLike, allowed_globals: Sequence = ()) -> tuple[str, object, dict[str, str]]:
     """Read a model file by its content: ``(format, payload, metadata)``.
 
     ``format`` is ``"safetensors"`` (payload: dict of tensors, metadata: the

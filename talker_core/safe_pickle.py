@@ -23,6 +23,7 @@ listed as well because Hydra-structured configs produce them. Anything else a
 pickle names is refused by :func:`talker_core.checkpoint.read_pickle`, with the
 global named in the error.
 """
+
 from __future__ import annotations
 
 import re

@@ -17,6 +17,7 @@ with a tokenizer (``trust_remote_code``) is never run.
 special tokens and a chat template written for this project that renders
 conversations the way Qwen3's does; tests and the debug model set use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,9 +81,7 @@ def load_tokenizer(folder: str | os.PathLike, add_missing_placeholders: bool = T
     from transformers import PreTrainedTokenizerFast
 
     try:
-        tok = PreTrainedTokenizerFast.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False
-        )
+        tok = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for a broken folder
         raise CheckpointError(
             f"Could not load the tokenizer in {folder} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
@@ -99,7 +98,8 @@ def load_tokenizer(folder: str | os.PathLike, add_missing_placeholders: bool = T
     if absent and add_missing_placeholders:
         log.warning(
             "The tokenizer in %s lacks %s; adding them as special tokens, as the reference infer.py does.",
-            folder, " and ".join(absent),
+            folder,
+            " and ".join(absent),
         )
         tok.add_special_tokens({"additional_special_tokens": list(_PLACEHOLDERS)})
     for token in _PLACEHOLDERS:
@@ -143,9 +143,7 @@ def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS, all
         {"role": "user", "content": text},
         {"role": "assistant", "content": SPEECH_TOKEN},
     ]
-    rendered = tokenizer.apply_chat_template(
-        chat, tokenize=False, add_generation_prompt=False, enable_thinking=False
-    )
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False, enable_thinking=False)
     ids = tokenizer(rendered, add_special_tokens=False, verbose=False)["input_ids"]
     speech_id = tokenizer.convert_tokens_to_ids(SPEECH_TOKEN)
     try:
@@ -172,8 +170,11 @@ def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS, all
 def _control_strings(tokenizer) -> set[str]:
     out = set(_QWEN_SPECIALS) | set(_PLACEHOLDERS)
     try:
-        out |= {t.content if hasattr(t, "content") else str(t) for t in tokenizer.added_tokens_decoder.values()
-                if getattr(t, "special", True)}
+        out |= {
+            t.content if hasattr(t, "content") else str(t)
+            for t in tokenizer.added_tokens_decoder.values()
+            if getattr(t, "special", True)
+        }
     except AttributeError:  # pragma: no cover - very old tokenizers
         pass
     return {s for s in out if s}
@@ -261,8 +262,8 @@ def write_debug_tokenizer(folder: str | os.PathLike) -> Path:
 
 def _byte_of(ch: str) -> int:
     # Inverse of GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to 256+k.
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     code = ord(ch)
     if code in printable:

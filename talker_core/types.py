@@ -4,6 +4,7 @@ Legend: T frames at 25 Hz, S LIA-X style width (512·scale).
 All tensors are kept on the CPU in float32 unless a field says otherwise, so that
 they can be cached, saved and moved between devices freely.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,7 @@ class MotionStats:
     std: torch.Tensor  # (40,), already clipped to >= 1e-6
 
     @classmethod
-    def release(cls) -> "MotionStats":
+    def release(cls) -> MotionStats:
         """The release statistics (read once, then shared: treat the tensors as read-only)."""
         return _release_stats()
 
@@ -73,9 +74,7 @@ class SpeechLatents:
 
     def __post_init__(self):
         if self.latents.ndim != 2 or self.latents.shape[1] != SPEECH_DIM:
-            raise ValueError(
-                f"speech latents must have shape (frames, {SPEECH_DIM}), got {tuple(self.latents.shape)}"
-            )
+            raise ValueError(f"speech latents must have shape (frames, {SPEECH_DIM}), got {tuple(self.latents.shape)}")
 
     @property
     def frames(self) -> int:
@@ -94,9 +93,7 @@ class MotionCodes:
 
     def __post_init__(self):
         if self.codes.ndim != 2 or self.codes.shape[1] != MOTION_DIM:
-            raise ValueError(
-                f"motion codes must have shape (frames, {MOTION_DIM}), got {tuple(self.codes.shape)}"
-            )
+            raise ValueError(f"motion codes must have shape (frames, {MOTION_DIM}), got {tuple(self.codes.shape)}")
 
     @property
     def frames(self) -> int:

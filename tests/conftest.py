@@ -1,4 +1,5 @@
 """Shared test plumbing: the golden fixture set and tiny debug models."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Unit tests of the audio front end and of the WhisperX-VAE building blocks (no fixtures)."""
+
 from __future__ import annotations
 
 import math
@@ -158,7 +159,9 @@ def test_config_round_trip_and_invariants():
     with pytest.raises(ValueError, match="unknown"):
         WhisperXVAEConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError, match="dataset.sr"):
-        WhisperXVAEConfig.from_lightning_cfg({"model": {"codec_encoder": d["codec_encoder"], "codec_decoder": d["codec_decoder"]}})
+        WhisperXVAEConfig.from_lightning_cfg(
+            {"model": {"codec_encoder": d["codec_encoder"], "codec_decoder": d["codec_decoder"]}}
+        )
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The command line as a user runs it: every mode writes a playable file; mistakes give one clear line."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "talker_core", *map(str, args)], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "talker_core", *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -55,9 +61,22 @@ COMMON = ("--max-seconds", "0.32", "--quiet")
 
 def test_t2av_with_style_prefix(debug_models, inputs, tmp_path):
     out = tmp_path / "t2av.mp4"
-    code, stdout, stderr = cli("generate", "--models", debug_models, "--text", "Hello there. Nice day.",
-                               "--ref-audio", inputs / "voice.wav", "--ref-video", inputs / "clip.mp4",
-                               "--prefix-seconds", "0.16", "--out", out, *COMMON)
+    code, stdout, stderr = cli(
+        "generate",
+        "--models",
+        debug_models,
+        "--text",
+        "Hello there. Nice day.",
+        "--ref-audio",
+        inputs / "voice.wav",
+        "--ref-video",
+        inputs / "clip.mp4",
+        "--prefix-seconds",
+        "0.16",
+        "--out",
+        out,
+        *COMMON,
+    )
     assert code == 0, stderr
     assert_av(out, 0.16)
     assert "RTF" in stdout and "t2av" in stdout
@@ -65,25 +84,61 @@ def test_t2av_with_style_prefix(debug_models, inputs, tmp_path):
 
 def test_a2v(debug_models, inputs, tmp_path):
     out = tmp_path / "a2v.mp4"
-    code, _, stderr = cli("generate", "--models", debug_models, "--drive-audio", inputs / "voice.wav",
-                          "--ref-image", inputs / "face.png", "--out", out, *COMMON)
+    code, _, stderr = cli(
+        "generate",
+        "--models",
+        debug_models,
+        "--drive-audio",
+        inputs / "voice.wav",
+        "--ref-image",
+        inputs / "face.png",
+        "--out",
+        out,
+        *COMMON,
+    )
     assert code == 0, stderr
     assert_av(out, 0.3)
 
 
 def test_v2a(debug_models, inputs, tmp_path):
     out = tmp_path / "v2a.mp4"
-    code, _, stderr = cli("generate", "--models", debug_models, "--drive-video", inputs / "silent.mp4",
-                          "--ref-audio", inputs / "voice.wav", "--text", "Dubbed words.", "--out", out, *COMMON)
+    code, _, stderr = cli(
+        "generate",
+        "--models",
+        debug_models,
+        "--drive-video",
+        inputs / "silent.mp4",
+        "--ref-audio",
+        inputs / "voice.wav",
+        "--text",
+        "Dubbed words.",
+        "--out",
+        out,
+        *COMMON,
+    )
     assert code == 0, stderr
     assert_av(out, 0.3)
 
 
 def test_speech_only_batch_of_seeds(debug_models, inputs, tmp_path):
     out = tmp_path / "speech.wav"
-    code, stdout, stderr = cli("generate", "--models", debug_models, "--speech-only", "--text", "Just talk.",
-                               "--ref-audio", inputs / "voice.wav", "--seed", "1", "--seed", "2", "--out", out,
-                               *COMMON)
+    code, stdout, stderr = cli(
+        "generate",
+        "--models",
+        debug_models,
+        "--speech-only",
+        "--text",
+        "Just talk.",
+        "--ref-audio",
+        inputs / "voice.wav",
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "--out",
+        out,
+        *COMMON,
+    )
     assert code == 0, stderr
     for name in ("speech_1.wav", "speech_2.wav"):
         info = media.probe_media(tmp_path / name)
@@ -94,13 +149,16 @@ def test_speech_only_batch_of_seeds(debug_models, inputs, tmp_path):
     assert a.shape != b.shape or not torch.equal(a, b)
 
 
-@pytest.mark.parametrize("extra,match", [
-    (("--text", ""), "empty"),
-    (("--text", "Hi.", "--prefix-seconds", "10"), "longer than"),
-    (("--text", "Hi.", "--ref-audio", "{face}"), "no audio stream"),
-    (("--text", "Hi.", "--ref-audio", "{silent}"), "no audio stream"),
-    (("--text", "Hi.", "--ref-audio", "{missing}"), "no such file"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (("--text", ""), "empty"),
+        (("--text", "Hi.", "--prefix-seconds", "10"), "longer than"),
+        (("--text", "Hi.", "--ref-audio", "{face}"), "no audio stream"),
+        (("--text", "Hi.", "--ref-audio", "{silent}"), "no audio stream"),
+        (("--text", "Hi.", "--ref-audio", "{missing}"), "no such file"),
+    ],
+)
 def test_bad_inputs_one_line_and_no_output(debug_models, inputs, tmp_path, extra, match):
     out = tmp_path / "bad.mp4"
     names = {"face": inputs / "face.png", "silent": inputs / "silent.mp4", "missing": inputs / "nope.wav"}
@@ -109,7 +167,7 @@ def test_bad_inputs_one_line_and_no_output(debug_models, inputs, tmp_path, extra
     if "--ref-audio" not in extra:
         args += ["--ref-audio", inputs / "voice.wav"]
     if "--prefix-seconds" in extra:
-        args[args.index("--ref-image"):args.index("--ref-image") + 2] = ["--ref-video", inputs / "clip.mp4"]
+        args[args.index("--ref-image") : args.index("--ref-image") + 2] = ["--ref-video", inputs / "clip.mp4"]
     code, _, stderr = cli(*args, *extra)
     assert code == 1
     assert match in stderr and "Traceback" not in stderr
@@ -118,8 +176,19 @@ def test_bad_inputs_one_line_and_no_output(debug_models, inputs, tmp_path, extra
 
 
 def test_missing_models_names_the_file_and_the_command(inputs, tmp_path):
-    code, _, stderr = cli("generate", "--models", tmp_path / "empty", "--text", "Hi.", "--ref-audio",
-                          inputs / "voice.wav", "--ref-image", inputs / "face.png", "--out", tmp_path / "o.mp4")
+    code, _, stderr = cli(
+        "generate",
+        "--models",
+        tmp_path / "empty",
+        "--text",
+        "Hi.",
+        "--ref-audio",
+        inputs / "voice.wav",
+        "--ref-image",
+        inputs / "face.png",
+        "--out",
+        tmp_path / "o.mp4",
+    )
     assert code == 1
     assert "talker-t2av" in stderr and "python -m talker_core download" in stderr
 
@@ -128,8 +197,30 @@ def test_video_without_frames_is_refused(debug_models, inputs, tmp_path):
     empty = tmp_path / "noframes.mp4"
     media.write_wav(tmp_path / "a.wav", torch.zeros(1, 2400), 24000)
     # an audio-only MP4: a "video" with no video frames
-    subprocess.run([media._ffmpeg() if hasattr(media, "_ffmpeg") else __import__("imageio_ffmpeg").get_ffmpeg_exe(),
-                    "-loglevel", "error", "-y", "-i", str(tmp_path / "a.wav"), "-c:a", "aac", str(empty)], check=True)
-    code, _, stderr = cli("generate", "--models", debug_models, "--drive-video", empty, "--ref-audio",
-                          inputs / "voice.wav", "--out", tmp_path / "o.mp4", *COMMON)
+    subprocess.run(
+        [
+            media._ffmpeg() if hasattr(media, "_ffmpeg") else __import__("imageio_ffmpeg").get_ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(tmp_path / "a.wav"),
+            "-c:a",
+            "aac",
+            str(empty),
+        ],
+        check=True,
+    )
+    code, _, stderr = cli(
+        "generate",
+        "--models",
+        debug_models,
+        "--drive-video",
+        empty,
+        "--ref-audio",
+        inputs / "voice.wav",
+        "--out",
+        tmp_path / "o.mp4",
+        *COMMON,
+    )
     assert code == 1 and "video" in stderr and "Traceback" not in stderr

@@ -1,4 +1,5 @@
 """The debug model set: published formats and layout, the CLI that writes it, and the CLI's errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ from safetensors import safe_open
 
 from talker_core.checkpoint import read_pickle, sniff_format
 from talker_core.cli import main
-from talker_core.weights.loaders import KINDS, MODEL_LAYOUT
 from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
+from talker_core.weights.loaders import KINDS, MODEL_LAYOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,10 @@ def test_cli_writes_the_four_files_in_the_layout(tmp_path, debug_models):
     out = tmp_path / "set"
     proc = subprocess.run(
         [sys.executable, "-m", "talker_core", "make-debug-models", str(out), "--seed", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     for kind in KINDS:
@@ -54,8 +58,15 @@ def test_talker_file_is_safetensors_with_its_config(debug_models):
         meta = f.metadata()
         keys = set(f.keys())
     assert TalkerConfig.from_dict(json.loads(meta["talker_config"])) == TalkerConfig.tiny()
-    for key in ("llm.model.embed_tokens.weight", "llm.lm_head.weight", "projector_speech.linear1.weight",
-                "projector_motion.linear1.bias", "head_stop.head.weight", "task_embedding.weight", "motion_pad_emb"):
+    for key in (
+        "llm.model.embed_tokens.weight",
+        "llm.lm_head.weight",
+        "projector_speech.linear1.weight",
+        "projector_motion.linear1.bias",
+        "head_stop.head.weight",
+        "task_embedding.weight",
+        "motion_pad_emb",
+    ):
         assert key in keys, key
     assert any(k.startswith("speech_cfm.estimator.") for k in keys)
     assert any(k.startswith("motion_patch_encoder.") for k in keys)
@@ -108,8 +119,18 @@ def test_cli_convert_with_kind(tmp_path, debug_models, capsys):
     assert capsys.readouterr().out.strip() == str(dst)
     assert sniff_format(dst) == "safetensors"
     # a wrong --kind is refused with the reason
-    assert main(["convert", str(debug_models / "wavlm_large_finetune.pth"), str(tmp_path / "x.safetensors"),
-                 "--kind", "liax"]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                str(debug_models / "wavlm_large_finetune.pth"),
+                str(tmp_path / "x.safetensors"),
+                "--kind",
+                "liax",
+            ]
+        )
+        == 1
+    )
     assert "looks like the WavLM" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """The downloader's plan, checks and resume behaviour, with the hub replaced by a local fake."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,9 @@ class FakeHub(HubClient):
         self.fetched = []
 
     def list_files(self, repo_id):
-        return [(p, len(b), hashlib.sha256(b).hexdigest() if len(b) > 8 else None)
-                for p, b in self.repos[repo_id].items()]
+        return [
+            (p, len(b), hashlib.sha256(b).hexdigest() if len(b) > 8 else None) for p, b in self.repos[repo_id].items()
+        ]
 
     def fetch(self, repo_id, path, cache_dir: Path) -> Path:
         self.fetched.append((repo_id, path))
@@ -51,8 +53,13 @@ def test_layout_and_skip_existing(tmp_path):
     seen = []
     paths = download_models(tmp_path, client=hub, progress=lambda d, t, n: seen.append((d, t)))
     rel = sorted(str(p.relative_to(tmp_path)) for p in paths)
-    assert rel == ["lia-x.pt", "talker-t2av/model.safetensors", "talker-t2av/tokenizer.json",
-                   "wavlm_large_finetune.pth", "whisperx-vae/model.ckpt"]
+    assert rel == [
+        "lia-x.pt",
+        "talker-t2av/model.safetensors",
+        "talker-t2av/tokenizer.json",
+        "wavlm_large_finetune.pth",
+        "whisperx-vae/model.ckpt",
+    ]
     assert (tmp_path / "wavlm_large_finetune.pth").read_bytes() == b"wavlm-wavlm-wavlm"
     assert seen[-1] == (5, 5)
     assert not (tmp_path / ".download").exists()

@@ -10,15 +10,16 @@ against the reference-style renderer; the folded WhisperX-VAE against the
 weight-normed one. CUDA-only parts (graph capture) are checked where a GPU is
 present.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from talker_core.models.blocks import LinearKernels, TransformerBlock, AdjacentPairRotary, block_forward
-from talker_core.models.dit_head import PatchVelocity
-from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 from talker_core.generation.engine import FastPath, GenerationMode, SamplingSettings, TalkerGenerator
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
+from talker_core.models.blocks import AdjacentPairRotary, LinearKernels, TransformerBlock, block_forward
+from talker_core.models.dit_head import PatchVelocity
 from talker_core.models.liax import LiaXConfig, LiaXGenerator, StreamingRenderer
 from talker_core.models.liax_ops import modulated_conv2d, upfirdn2d
 from talker_core.models.talker import TalkerConfig, TalkerModel
@@ -172,8 +173,7 @@ def test_patch_velocity_sampler_equals_plain_sampler(model, steps, cfg_zero_star
     cond, gc = torch.randn(1, 40, 4, generator=g), torch.randn(1, 40, generator=g)
     plain = sampler.sample(head, noise, mu, cond, gc, settings)
     for linear in (None, LinearKernels(pack=True, min_numel=0)):
-        velocity = PatchVelocity(head, sampler.schedule(settings, "cpu").times,
-                                 *(() if linear is None else (linear,)))
+        velocity = PatchVelocity(head, sampler.schedule(settings, "cpu").times, *(() if linear is None else (linear,)))
         fast = sampler.sample_prepared(velocity, noise, mu, cond, gc, settings)
         torch.testing.assert_close(fast, plain, **TOL)
 
@@ -188,8 +188,14 @@ def test_patch_velocity_equals_head_on_cfg_pair(model):
     velocity.begin(mu, cond, gc)
     with torch.no_grad():
         for k in range(3):
-            want = head(x.repeat(2, 1, 1), torch.cat([mu, torch.zeros_like(mu)]), times[k].expand(4),
-                        cond.repeat(2, 1, 1), gc.repeat(2, 1), torch.zeros(4))
+            want = head(
+                x.repeat(2, 1, 1),
+                torch.cat([mu, torch.zeros_like(mu)]),
+                times[k].expand(4),
+                cond.repeat(2, 1, 1),
+                gc.repeat(2, 1),
+                torch.zeros(4),
+            )
             torch.testing.assert_close(velocity(x, k), want, **TOL)
 
 
@@ -227,8 +233,9 @@ def test_fast_patch_encoder_equals_module(model):
     with torch.no_grad():
         torch.testing.assert_close(enc.encode(frames, LinearKernels(pack=True, min_numel=0)), enc(frames), **TOL)
         frames40 = frames[:1, 0, :, :40]
-        torch.testing.assert_close(model.motion_tokens(frames40, linear=LinearKernels()),
-                                   model.motion_tokens(frames40), **TOL)
+        torch.testing.assert_close(
+            model.motion_tokens(frames40, linear=LinearKernels()), model.motion_tokens(frames40), **TOL
+        )
 
 
 # --------------------------------------------------------------------------- LIA-X
@@ -255,11 +262,15 @@ def test_modulated_conv_unfused_equals_fused():
             x = torch.randn(3, 8, 6, 6, generator=g, dtype=torch.float64)
             w = torch.randn(5, 8, 3, 3, generator=g, dtype=torch.float64)
             s = torch.randn(3, 8, generator=g, dtype=torch.float64)
-            torch.testing.assert_close(modulated_conv2d(x, w, s, demodulate, stride, fused=False),
-                                       modulated_conv2d(x, w, s, demodulate, stride))
+            torch.testing.assert_close(
+                modulated_conv2d(x, w, s, demodulate, stride, fused=False),
+                modulated_conv2d(x, w, s, demodulate, stride),
+            )
             xc = x.contiguous(memory_format=torch.channels_last)
-            torch.testing.assert_close(modulated_conv2d(xc, w, s, demodulate, stride, fused=False),
-                                       modulated_conv2d(x, w, s, demodulate, stride))
+            torch.testing.assert_close(
+                modulated_conv2d(xc, w, s, demodulate, stride, fused=False),
+                modulated_conv2d(x, w, s, demodulate, stride),
+            )
 
 
 def test_upfirdn2d_channels_last_is_exact():
@@ -394,7 +405,6 @@ def test_failed_capture_falls_back_to_eager(model, monkeypatch):
     got = _run(model, fast, "t2av")
     torch.testing.assert_close(got.gen_motion, want.gen_motion, **TOL)
     assert gen_mod._RESOURCES[model].graphs_failed
-
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,4 +1,5 @@
 """Every fixture in the golden folder is one the parity tests check."""
+
 from conftest import FIXTURE_KINDS, GOLDEN_DIR, fixture_kind
 
 

@@ -1,4 +1,5 @@
 """talker_core is a plain library: importing it touches no host state, and no code path unpickles unsafely."""
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,20 @@ def test_importing_every_module_leaves_the_host_alone():
 
 # --------------------------------------------------------------------------- static checks
 
-_SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "env", "node_modules", "build", "dist", ".mypy_cache",
-              ".pytest_cache", ".tox", "site-packages"}
+_SKIP_DIRS = {
+    ".git",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "env",
+    "node_modules",
+    "build",
+    "dist",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".tox",
+    "site-packages",
+}
 
 
 def _project_files() -> list[Path]:
@@ -119,8 +132,10 @@ def test_every_torch_load_is_weights_only_and_nothing_evaluates_code():
                     problems.append(f"{where}: torch.load without weights_only=True")
             if isinstance(func, ast.Name) and func.id in ("eval", "exec"):
                 problems.append(f"{where}: call to {func.id}()")
-            if isinstance(func, ast.Attribute) and func.attr in ("eval", "exec") and (
-                isinstance(func.value, ast.Name) and func.value.id == "builtins"
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in ("eval", "exec")
+                and (isinstance(func.value, ast.Name) and func.value.id == "builtins")
             ):
                 problems.append(f"{where}: call to builtins.{func.attr}()")
     assert problems == [], "\n".join(problems)

@@ -1,4 +1,5 @@
 """The four loaders, the converter and the safety of file reading, on the debug model set."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from talker_core.weights import loaders
 from talker_core.checkpoint import CheckpointError, read_pickle, sniff_format
+from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
+from talker_core.weights import loaders
 from talker_core.weights.loaders import (
     CONVERTED_LAYOUT,
     KINDS,
@@ -26,7 +28,6 @@ from talker_core.weights.loaders import (
     missing_models_message,
     resolve_in_folder,
 )
-from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,8 +109,9 @@ def test_converted_file_without_config_falls_back_to_shapes(converted, tmp_path,
     src = converted / CONVERTED_LAYOUT[kind]
     bare = tmp_path / src.name
     save_file(load_file(str(src)), str(bare))  # same tensors, no metadata
-    reader = {"whisperx_vae": loaders._read_whisperx, "speaker": loaders._read_speaker,
-              "liax": loaders._read_liax}[kind]
+    reader = {"whisperx_vae": loaders._read_whisperx, "speaker": loaders._read_speaker, "liax": loaders._read_liax}[
+        kind
+    ]
     assert reader(bare)[1] == reader(src)[1]
 
 
@@ -194,9 +196,7 @@ def test_omegaconf_stand_ins_cover_a_real_tree(tmp_path):
 # --------------------------------------------------------------------------- wrong files
 
 
-@pytest.mark.parametrize(
-    "loader_kind,file_kind", [(a, b) for a in KINDS for b in KINDS if a != b], ids=lambda k: k
-)
+@pytest.mark.parametrize("loader_kind,file_kind", [(a, b) for a in KINDS for b in KINDS if a != b], ids=lambda k: k)
 def test_another_components_file_is_named_as_such(debug_models, loader_kind, file_kind):
     path = _file(debug_models, file_kind)
     with pytest.raises(CheckpointError) as info:

@@ -3,6 +3,7 @@
 Every input is generated here (numpy → WAV, the imageio-ffmpeg binary, PyAV
 encoders, Pillow), kept tiny so the whole file runs in seconds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,6 @@ import torch
 av = pytest.importorskip("av")
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
-from talker_core import media  # noqa: E402
 from talker_core.media import (  # noqa: E402
     MediaError,
     decode_video,
@@ -76,8 +76,11 @@ AUDIO_CASES = [
 ]
 
 
-@pytest.mark.parametrize("suffix,codec,rate,channels,lossless", AUDIO_CASES,
-                         ids=[f"{c[0]}-{(c[1] or ['', 's16'])[-1]}-{c[2]}-{c[3]}ch" for c in AUDIO_CASES])
+@pytest.mark.parametrize(
+    "suffix,codec,rate,channels,lossless",
+    AUDIO_CASES,
+    ids=[f"{c[0]}-{(c[1] or ['', 's16'])[-1]}-{c[2]}-{c[3]}ch" for c in AUDIO_CASES],
+)
 def test_load_audio_formats(tmp_path, suffix, codec, rate, channels, lossless):
     ref = tones(rate, channels)
     src = write_wav(tmp_path / "src.wav", ref, rate)
@@ -101,7 +104,9 @@ def test_load_audio_formats(tmp_path, suffix, codec, rate, channels, lossless):
 
 def test_load_audio_max_seconds_stops_early(tmp_path):
     long_mp3 = tmp_path / "ten_minutes.mp3"
-    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "600", "-c:a", "libmp3lame", "-b:a", "8k", str(long_mp3))
+    ffmpeg(
+        "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "600", "-c:a", "libmp3lame", "-b:a", "8k", str(long_mp3)
+    )
     wav, sr = load_audio(long_mp3, max_seconds=1.5)
     assert sr == 8000 and wav.shape == (1, 12000)
 
@@ -116,8 +121,14 @@ def test_load_audio_max_seconds_stops_early(tmp_path):
 
 
 def test_load_audio_track_of_a_video(tmp_path):
-    out = write_mp4(tmp_path / "v.mp4", torch.zeros(25, 16, 16, 3, dtype=torch.uint8), 25,
-                    tones(24000, 1, 1.0), 24000, preset="ultrafast")
+    out = write_mp4(
+        tmp_path / "v.mp4",
+        torch.zeros(25, 16, 16, 3, dtype=torch.uint8),
+        25,
+        tones(24000, 1, 1.0),
+        24000,
+        preset="ultrafast",
+    )
     wav, sr = load_audio(out)
     assert sr == 48000 and wav.shape[0] == 1
     assert abs(wav.shape[1] / sr - 1.0) < 1 / 25
@@ -169,8 +180,17 @@ def test_load_audio_errors(tmp_path):
 def _float_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     data = samples.astype("<f4").tobytes()
     fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)  # IEEE float, mono
-    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
-                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 def test_load_audio_non_finite_and_clipping(tmp_path):
@@ -309,8 +329,11 @@ def test_video_rotation_matches_ffmpeg(tmp_path):
             c.mux(p)
     frames, _ = load_video_frames(path)
     assert frames.shape == (1, w, h, 3)  # displayed upright: portrait
-    raw = subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
     expected = np.frombuffer(raw, np.uint8).reshape(w, h, 3)  # ffmpeg applies the rotation itself
     assert np.abs(frames[0].numpy().astype(int) - expected.astype(int)).max() <= 2
 
@@ -338,7 +361,9 @@ def test_video_errors(tmp_path):
 
 def test_resample_frames_to_fps_unit():
     frames = torch.arange(60).view(60, 1, 1, 1)
-    assert resample_frames_to_fps(frames, 60, 25).flatten().tolist() == [int(np.floor(2.4 * k + 0.5)) for k in range(25)]
+    assert resample_frames_to_fps(frames, 60, 25).flatten().tolist() == [
+        int(np.floor(2.4 * k + 0.5)) for k in range(25)
+    ]
     same = resample_frames_to_fps(frames, 25, 25)
     assert torch.equal(same, frames)
     one = resample_frames_to_fps(frames[:1], [0.3], 25)

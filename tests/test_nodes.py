@@ -3,20 +3,18 @@
 Each node class is executed the way ComfyUI executes V3 nodes (schema checks, class
 clone, ``validate_inputs``, inference mode): see ``tests/comfy_stubs``.
 """
+
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import comfy_stubs
 import pytest
 import torch
-
-import comfy_stubs
 
 comfy_stubs.activate()
 
@@ -65,11 +63,13 @@ def refs(models, fast_face_model):
     from nodes import encoders
 
     audio = {"waveform": harness.voice_waveform(2.0, 22050, channels=2)[None], "sample_rate": 22050}
-    voice = run_node(encoders.TalkerEncodeVoice, codec=models["codec"], speaker_encoder=models["speaker_encoder"],
-                     audio=audio)[0]
+    voice = run_node(
+        encoders.TalkerEncodeVoice, codec=models["codec"], speaker_encoder=models["speaker_encoder"], audio=audio
+    )[0]
     face = run_node(encoders.TalkerEncodeFace, face_model=fast_face_model, image=harness.face_image())[0]
-    motion = run_node(encoders.TalkerEncodeMotion, face_model=fast_face_model,
-                      images=harness.talking_frames(12), fps=30.0)[0]
+    motion = run_node(
+        encoders.TalkerEncodeMotion, face_model=fast_face_model, images=harness.talking_frames(12), fps=30.0
+    )[0]
     driving = {"waveform": harness.voice_waveform(0.8, 16000, seed=1)[None], "sample_rate": 16000}
     speech = run_node(encoders.TalkerEncodeSpeech, codec=models["codec"], audio=driving)[0]
     return {"voice": voice, "face": face, "motion": motion, "speech": speech}
@@ -78,8 +78,9 @@ def refs(models, fast_face_model):
 def sample(models, refs, **kw):
     from nodes.sampler import TalkerSampler
 
-    inputs = dict(model=models["model"], voice=refs["voice"], face=refs["face"], text="Hello there.",
-                  max_seconds=0.64, seed=1)
+    inputs = dict(
+        model=models["model"], voice=refs["voice"], face=refs["face"], text="Hello there.", max_seconds=0.64, seed=1
+    )
     inputs.update(kw)
     return run_node(TalkerSampler, **{k: v for k, v in inputs.items() if v is not None})
 
@@ -124,8 +125,7 @@ def test_entrypoint_loads_like_comfyui(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["COMFY_STUB_BASE"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     ids = out.stdout.strip().splitlines()[-1].split(",")
     assert len(ids) == len(set(ids)) == 15
@@ -150,12 +150,21 @@ def test_schemas(comfy):
             assert o.display_name
 
 
-SOCKETS = {"TALKER_MODEL", "TALKER_CODEC", "TALKER_FACE_MODEL", "TALKER_SPEAKER_ENCODER", "TALKER_VOICE",
-           "TALKER_SPEECH", "TALKER_FACE", "TALKER_MOTION"}
+SOCKETS = {
+    "TALKER_MODEL",
+    "TALKER_CODEC",
+    "TALKER_FACE_MODEL",
+    "TALKER_SPEAKER_ENCODER",
+    "TALKER_VOICE",
+    "TALKER_SPEECH",
+    "TALKER_FACE",
+    "TALKER_MOTION",
+}
 
 
 def test_model_folder_registration_keeps_user_paths(comfy, tmp_path):
     import folder_paths
+
     from nodes import host
 
     saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
@@ -211,11 +220,13 @@ def test_loader_missing_file_is_explained(comfy):
     assert "nope.ckpt" in msg and "whisperx-vae/model.ckpt" in msg  # only the release name can be downloaded
     assert "inside" in loaders.TalkerLoadCodec.validate_inputs(file="../x.ckpt", download_if_missing=False)
     assert "attention" in loaders.TalkerLoadModel.validate_inputs(
-        model_folder="talker-t2av", attention="flash_attention_3", download_if_missing=False)
+        model_folder="talker-t2av", attention="flash_attention_3", download_if_missing=False
+    )
 
 
 def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
     import folder_paths
+
     import talker_core.weights.download as dl
     from nodes import loaders
 
@@ -242,8 +253,9 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
             run_node(loaders.TalkerLoadFaceModel)
         assert calls == []
         with pytest.raises(FileNotFoundError, match="download_if_missing"):
-            loaders.TalkerLoadFaceModel.execute(file="lia-x.pt", precision="auto", device="auto",
-                                                download_if_missing=False)
+            loaders.TalkerLoadFaceModel.execute(
+                file="lia-x.pt", precision="auto", device="auto", download_if_missing=False
+            )
         assert calls == []
         out = run_node(loaders.TalkerLoadFaceModel, download_if_missing=True)[0]
         assert calls == [(str(empty), ["liax"])]
@@ -370,14 +382,17 @@ def test_sampler_long_form_runs_in_segments(models, refs, monkeypatch):
     assert " segments)" in out.ui["text"][0]
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(text="   "), "text is empty"),
-    (dict(voice=None), "voice is not connected"),
-    (dict(face=None), "face is not connected"),
-    (dict(forced_speech="S", forced_motion="M"), "both connected"),
-    (dict(speech_only=True, forced_speech="S"), "speech_only is on"),
-    (dict(voice=None, forced_speech="S", prefix_seconds=1.0), "prefix_seconds"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(text="   "), "text is empty"),
+        (dict(voice=None), "voice is not connected"),
+        (dict(face=None), "face is not connected"),
+        (dict(forced_speech="S", forced_motion="M"), "both connected"),
+        (dict(speech_only=True, forced_speech="S"), "speech_only is on"),
+        (dict(voice=None, forced_speech="S", prefix_seconds=1.0), "prefix_seconds"),
+    ],
+)
 def test_sampler_explains_wrong_wiring(models, refs, change, message):
     change = {k: refs["speech"] if v == "S" else refs["motion"] if v == "M" else v for k, v in change.items()}
     with pytest.raises(ValueError, match=message):
@@ -416,6 +431,7 @@ def test_decode_speech_gives_24khz_audio(models, refs):
 
 def test_render_video_with_progress_and_previews(fast_face_model, refs):
     import comfy.utils
+
     from nodes.decoders import TalkerRenderVideo
     from talker_core.types import MotionCodes
 
@@ -428,7 +444,7 @@ def test_render_video_with_progress_and_previews(fast_face_model, refs):
         comfy.utils.set_progress_bar_global_hook(None)
     images, fps = out.args
     assert images.shape == (6, 512, 512, 3) and fps == 25.0
-    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
     assert [c[:2] for c in calls] == [(4, 6), (6, 6)]
     kind, image, size = calls[-1][2]
     assert kind == "JPEG" and image.size == (512, 512) and size > 0
@@ -444,6 +460,7 @@ def test_render_explains_missing_motion(fast_face_model, refs):
 
 def test_render_can_be_interrupted(fast_face_model, refs):
     import comfy.model_management as mm
+
     from nodes.decoders import TalkerRenderVideo
 
     mm.interrupt_current_processing(True)
@@ -460,11 +477,16 @@ def test_render_can_be_interrupted(fast_face_model, refs):
 
 def test_latents_round_trip(comfy, refs):
     import folder_paths
+
     from nodes import latents
 
     prompt = {"1": {"class_type": "TalkerSampler", "inputs": {}}}
-    out = run_node(latents.TalkerSaveMotionLatents, hidden={"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": {}}},
-                   motion=refs["motion"], filename_prefix="talker/motion")
+    out = run_node(
+        latents.TalkerSaveMotionLatents,
+        hidden={"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": {}}},
+        motion=refs["motion"],
+        filename_prefix="talker/motion",
+    )
     assert "saved talker/motion_00001_.safetensors" in out.ui["text"][0]
     run_node(latents.TalkerSaveSpeechLatents, speech=refs["speech"], filename_prefix="talker/speech")
 

@@ -3,6 +3,7 @@
 Checks that it registers, draws the summary and the plot from a real sampler payload, and
 shrugs off malformed payloads. Skipped where Node.js is not installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,10 +84,17 @@ def test_web_extension_draws_the_report(tmp_path):
     (tmp_path / "package.json").write_text('{"type": "module"}')
 
     good = sampler_payload()
-    payloads = [None, {"text": 5}, {"talker_plot": [None]}, {"talker_plot": [{"series": "x"}]},
-                {"talker_plot": [{"seconds": 0, "series": [{"name": "a", "values": [1, "x", None]}]}]}, good]
-    out = subprocess.run([NODE, str(ext_dir / "driver.mjs"), json.dumps(payloads)], capture_output=True,
-                         text=True, timeout=60)
+    payloads = [
+        None,
+        {"text": 5},
+        {"talker_plot": [None]},
+        {"talker_plot": [{"series": "x"}]},
+        {"talker_plot": [{"seconds": 0, "series": [{"name": "a", "values": [1, "x", None]}]}]},
+        good,
+    ]
+    out = subprocess.run(
+        [NODE, str(ext_dir / "driver.mjs"), json.dumps(payloads)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["name"] == "TalkerT2AV.Report"

@@ -21,6 +21,7 @@ Two ways of running each case:
   rounding differs it may fail by drift alone, and then the teacher-forced test
   tells a rounding drift from a real difference.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,10 +111,14 @@ def _expected(meta, tensors, name) -> dict:
 
 
 def _compare(out, exp, tol, name):
-    torch.testing.assert_close(out.prefill_hidden, exp["prefill_hidden"], **tol, msg=lambda m: f"{name}.prefill_hidden: {m}")
+    torch.testing.assert_close(
+        out.prefill_hidden, exp["prefill_hidden"], **tol, msg=lambda m: f"{name}.prefill_hidden: {m}"
+    )
     assert out.steps == exp["steps"], f"{name}: {out.steps} patches generated, fixture {exp['steps']}"
     got_p = torch.tensor(out.p_stop, dtype=torch.float32)
-    assert got_p.shape == exp["p_stop"].shape, f"{name}: stop evaluated {len(out.p_stop)} times, fixture {exp['p_stop'].numel()}"
+    assert got_p.shape == exp["p_stop"].shape, (
+        f"{name}: stop evaluated {len(out.p_stop)} times, fixture {exp['p_stop'].numel()}"
+    )
     torch.testing.assert_close(got_p, exp["p_stop"], **tol, msg=lambda m: f"{name}.p_stop: {m}")
     torch.testing.assert_close(out.gen_speech, exp["gen_speech"], **tol, msg=lambda m: f"{name}.gen_speech: {m}")
     if "gen_motion" in exp:

@@ -7,6 +7,7 @@ patch encoders (``pe_out_<stream>``), the DiT velocity heads (``dit_v_<stream>``
 the stop head (``stop_logits``) and the sampler runs (``sampler*_out``) with the
 fixture's tolerance.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -49,7 +50,7 @@ def test_patch_encoders(path):
     outputs = [k for k in tensors if k.startswith("pe_out_")]
     assert outputs, "fixture stores no patch encoder output"
     for key in outputs:
-        stream = key[len("pe_out_"):]
+        stream = key[len("pe_out_") :]
         encoder = getattr(model, f"{stream}_patch_encoder")
         with torch.no_grad():
             got = encoder(_stream_input(tensors, "pe_in", stream))
@@ -62,7 +63,7 @@ def test_dit_velocity_heads(path):
     outputs = [k for k in tensors if k.startswith("dit_v_")]
     assert outputs, "fixture stores no DiT output"
     for key in outputs:
-        stream = key[len("dit_v_"):]
+        stream = key[len("dit_v_") :]
         x = _stream_input(tensors, "dit_x", stream)
         t = _stream_input(tensors, "dit_t", stream)
         dt = torch.zeros_like(t)  # the fixture's mean-flow interval is zero (see its notes)
@@ -98,13 +99,20 @@ def test_flow_sampler_runs(path):
     for i, (name, run) in enumerate(runs):
         prefix = "sampler" if i == 0 else f"sampler{i + 1}"
         settings = FlowSettings(
-            steps=run["steps"], temperature=run["temperature"], cfg=run["cfg"],
-            sway=run["sway"], cfg_zero_star=run["cfg_zero_star"],
+            steps=run["steps"],
+            temperature=run["temperature"],
+            cfg=run["cfg"],
+            sway=run["sway"],
+            cfg_zero_star=run["cfg_zero_star"],
         )
         mu = tensors.get(f"{prefix}_mu", tensors["sampler_mu"])
         got = sampler.sample(
-            _head(model, run["head"]), tensors[f"{prefix}_noise"], mu,
-            tensors[f"{prefix}_cond"], tensors[f"{prefix}_gc"], settings,
+            _head(model, run["head"]),
+            tensors[f"{prefix}_noise"],
+            mu,
+            tensors[f"{prefix}_cond"],
+            tensors[f"{prefix}_gc"],
+            settings,
         )
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, tensors[f"{prefix}_out"], **tol, msg=lambda m: f"sampler run {name!r}: {m}")

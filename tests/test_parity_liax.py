@@ -6,13 +6,14 @@ through LIAX_KEYS / load_strict, blur kernels included. Rendering a 512×512 fra
 is heavy on CPU, so every fixture renders its rows once (batched) plus one row
 alone.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
+
 from talker_core.checkpoint import CheckpointError, load_strict
 from talker_core.models.liax import LIAX_KEYS, LiaXConfig, LiaXGenerator, state_dict_from_file
 from talker_core.models.liax_ops import upfirdn2d, warp_features

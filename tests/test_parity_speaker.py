@@ -1,11 +1,12 @@
 """Parity of the speaker encoder (WavLM + ECAPA-TDNN) with the golden fixtures, and its file handling."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
+
 from talker_core.checkpoint import CheckpointError, load_strict
 from talker_core.models.speaker_encoder import (
     SPEAKER_KEYS,
@@ -52,9 +53,20 @@ def test_config_from_state_dict(path):
     assert config_from_state_dict(weights, base=config) == config
     # Everything the shapes fix is recovered even from release defaults as the base.
     guessed = config_from_state_dict(weights)
-    for name in ("conv_feature_layers", "conv_bias", "extractor_mode", "encoder_layers", "encoder_embed_dim",
-                 "encoder_ffn_embed_dim", "encoder_attention_heads", "conv_pos", "conv_pos_groups",
-                 "num_buckets", "relative_position_embedding", "gru_rel_pos"):
+    for name in (
+        "conv_feature_layers",
+        "conv_bias",
+        "extractor_mode",
+        "encoder_layers",
+        "encoder_embed_dim",
+        "encoder_ffn_embed_dim",
+        "encoder_attention_heads",
+        "conv_pos",
+        "conv_pos_groups",
+        "num_buckets",
+        "relative_position_embedding",
+        "gru_rel_pos",
+    ):
         assert getattr(guessed.wavlm, name) == getattr(config.wavlm, name), name
     assert guessed.ecapa == config.ecapa
 
@@ -113,7 +125,11 @@ def test_config_dicts_round_trip_and_validate():
         assert SpeakerEncoderConfig.from_dict(config.to_dict()) == config
     release = WavLMConfig()
     assert (release.encoder_layers, release.encoder_embed_dim, release.num_buckets, release.max_distance) == (
-        24, 1024, 320, 800)
+        24,
+        1024,
+        320,
+        800,
+    )
     with pytest.raises(ValueError):
         WavLMConfig(encoder_attention_heads=5)
     with pytest.raises(ValueError):

@@ -4,17 +4,18 @@ Data-driven over every ``whisperx_vae*`` fixture in $TALKER_GOLDEN_DIR: the mode
 built from the fixture's config, the weights from its manifest, loaded through
 ``WHISPERX_VAE_KEYS``; every stored output is compared with the fixture's tolerances.
 """
+
 from __future__ import annotations
 
 import functools
 
 import pytest
 import torch
-
 from conftest import golden_params, load_fixture
 from golden_weights import make_state_dict
-from talker_core.models.audio_frontend import resample, whisper_log_mel
+
 from talker_core.checkpoint import CheckpointError, load_strict
+from talker_core.models.audio_frontend import resample, whisper_log_mel
 from talker_core.models.whisperx_vae import (
     WHISPERX_VAE_KEYS,
     WhisperEncoderConfig,
@@ -50,9 +51,7 @@ def _model(path, folded: bool = False) -> WhisperXVAE:
 
 
 def _close(actual, expected, tol, atol_key="atol", what=""):
-    torch.testing.assert_close(
-        actual, expected, atol=tol[atol_key], rtol=tol["rtol"], msg=lambda m: f"{what}: {m}"
-    )
+    torch.testing.assert_close(actual, expected, atol=tol[atol_key], rtol=tol["rtol"], msg=lambda m: f"{what}: {m}")
 
 
 @pytest.mark.parametrize("path", FIXTURES)
@@ -132,7 +131,9 @@ def test_lightning_checkpoint_layout(path):
     }
     ckpt = {"state_dict": {**sd, **extras}, "hyper_parameters": {"cfg": lightning_cfg}, "epoch": 0}
 
-    got = WhisperXVAEConfig.from_lightning_cfg(ckpt["hyper_parameters"]["cfg"], whisper=WhisperEncoderConfig(**meta["config"]["whisper"]))
+    got = WhisperXVAEConfig.from_lightning_cfg(
+        ckpt["hyper_parameters"]["cfg"], whisper=WhisperEncoderConfig(**meta["config"]["whisper"])
+    )
     assert got == cfg
     model = WhisperXVAE(got)
     load_strict(model, state_dict_from_lightning(ckpt), WHISPERX_VAE_KEYS, "model.ckpt", "WhisperX-VAE")
@@ -144,7 +145,13 @@ def test_lightning_checkpoint_layout(path):
     # anything the map does not know is an error that names it
     bad = dict(ckpt["state_dict"], **{"CodecEnc.block.99.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match=r"CodecEnc\.block\.99\.weight"):
-        load_strict(WhisperXVAE(got), state_dict_from_lightning({"state_dict": bad}), WHISPERX_VAE_KEYS, "model.ckpt", "WhisperX-VAE")
+        load_strict(
+            WhisperXVAE(got),
+            state_dict_from_lightning({"state_dict": bad}),
+            WHISPERX_VAE_KEYS,
+            "model.ckpt",
+            "WhisperX-VAE",
+        )
     missing = {k: v for k, v in sd.items() if not k.startswith("vae.out_proj")}
     with pytest.raises(CheckpointError, match=r"vae\.out_proj"):
         load_strict(WhisperXVAE(got), missing, WHISPERX_VAE_KEYS, "model.ckpt", "WhisperX-VAE")

@@ -1,5 +1,6 @@
 """Reliability: out-of-memory while rendering, interruption at random points, endurance through
 the node layer, and property tests (fuzzing) of the text and audio front ends."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from talker_core.models import audio_frontend
-from talker_core.weights import loaders
 from talker_core import pipeline as P
+from talker_core.models import audio_frontend
 from talker_core.tokenizer import load_tokenizer, render_prompt
-from talker_core.types import MotionCodes, SpeechLatents
+from talker_core.types import MotionCodes
+from talker_core.weights import loaders
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,8 @@ def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_f
     base = tmp_path_factory.mktemp("endurance_base")
     comfy_stubs.reset_dirs(base)
     (base / "models" / "talker_t2av").symlink_to(debug_models, target_is_directory=True)
-    from nodes import decoders, encoders, loaders as node_loaders, sampler
+    from nodes import decoders, encoders, sampler
+    from nodes import loaders as node_loaders
 
     model = run_node(node_loaders.TalkerLoadModel)[0]
     codec = run_node(node_loaders.TalkerLoadCodec)[0]
@@ -176,8 +178,7 @@ def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_f
         kw = dict(modes[kind])
         if kind == 3:
             kw["forced_motion"] = first_motion
-        out = run_node(sampler.TalkerSampler, model=model, voice=voice, face=face, seed=i % 8,
-                       max_seconds=0.16, **kw)
+        out = run_node(sampler.TalkerSampler, model=model, voice=voice, face=face, seed=i % 8, max_seconds=0.16, **kw)
         speech, motion = out[0], out[1]
         wav = run_node(decoders.TalkerDecodeSpeech, codec=codec, speech=speech)[0]
         assert wav["sample_rate"] == 24000 and torch.isfinite(wav["waveform"]).all()
@@ -199,8 +200,9 @@ def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_f
 
 # ---------------------------------------------------------------------------------- fuzzing
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_fuzz_text_front_end(tokenizer, text):
             assert str(exc)
             continue
         assert ids.dtype == torch.long and ids.shape[0] == 1
-        assert 0 <= int(ids.min()) and int(ids.max()) < len(tokenizer)
+        assert int(ids.min()) >= 0 and int(ids.max()) < len(tokenizer)
 
 
 @FUZZ

@@ -1,4 +1,5 @@
 """Unit tests of the Talker model, its configuration, the flow sampler and the engine."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -8,14 +9,14 @@ import pytest
 import torch
 
 from talker_core.checkpoint import CheckpointError, load_strict
-from talker_core.models.dit_head import DitConfig
-from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 from talker_core.generation.engine import (
     GenerationCancelled,
     GenerationMode,
     SamplingSettings,
     TalkerGenerator,
 )
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
+from talker_core.models.dit_head import DitConfig
 from talker_core.models.patch_encoder import PatchEncoderConfig
 from talker_core.models.talker import TALKER_KEYS, BackboneConfig, TalkerConfig, TalkerModel
 
@@ -100,10 +101,17 @@ def test_component_configs_validate():
 def test_model_has_published_names(tiny_model):
     keys = set(tiny_model.state_dict())
     for name in (
-        "projector_speech.linear1.weight", "projector_motion.linear1.bias", "speech_patch_encoder.cls_token",
-        "motion_patch_encoder.norm.scale", "speech_cfm.estimator.decoder.blocks.0.attn.qkv.weight",
-        "motion_cfm.estimator.delta_time_mlp.linear_2.bias", "head_stop.proj.weight", "head_stop.head.weight",
-        "task_embedding.weight", "motion_pad_emb", "llm.model.embed_tokens.weight",
+        "projector_speech.linear1.weight",
+        "projector_motion.linear1.bias",
+        "speech_patch_encoder.cls_token",
+        "motion_patch_encoder.norm.scale",
+        "speech_cfm.estimator.decoder.blocks.0.attn.qkv.weight",
+        "motion_cfm.estimator.delta_time_mlp.linear_2.bias",
+        "head_stop.proj.weight",
+        "head_stop.head.weight",
+        "task_embedding.weight",
+        "motion_pad_emb",
+        "llm.model.embed_tokens.weight",
     ):
         assert name in keys, name
     assert not any(k.endswith("rope.w") for k in keys)
@@ -187,7 +195,11 @@ def test_flow_settings_validate():
 def test_sampler_zero_temperature_one_step_is_noise_free(tiny_model):
     noise = torch.randn(1, 32, 4)
     out = FlowSampler().sample(
-        tiny_model.speech_cfm.estimator, noise, torch.randn(1, 64), torch.zeros(1, 32, 4), torch.randn(1, 256),
+        tiny_model.speech_cfm.estimator,
+        noise,
+        torch.randn(1, 64),
+        torch.zeros(1, 32, 4),
+        torch.randn(1, 256),
         FlowSettings(steps=1),
     )
     # CFG-zero-star zeroes the only step: the result is the scaled noise.
@@ -213,11 +225,16 @@ def test_low_precision_forward_runs(dtype):
         logit = model.stop_logit(tokens)
         assert logit.dtype == torch.float32
         x = FlowSampler().sample(
-            model.motion_cfm.estimator, torch.randn(1, 40, 4), torch.randn(1, 64), torch.zeros(1, 40, 4),
+            model.motion_cfm.estimator,
+            torch.randn(1, 40, 4),
+            torch.randn(1, 64),
+            torch.zeros(1, 40, 4),
             torch.randn(1, 40),
         )
         assert x.dtype == torch.float32 and torch.isfinite(x).all()
-    out = TalkerGenerator(model).generate(**_inputs(cfg), prefix_frames=4, settings=SamplingSettings(seed=1), max_patches=3)
+    out = TalkerGenerator(model).generate(
+        **_inputs(cfg), prefix_frames=4, settings=SamplingSettings(seed=1), max_patches=3
+    )
     assert out.gen_speech.dtype == torch.float32 and out.gen_speech.shape == (12, 32)
     assert out.gen_motion.shape == (12, 40)
     assert torch.isfinite(out.gen_speech).all() and torch.isfinite(out.gen_motion).all()

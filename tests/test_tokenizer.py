@@ -1,4 +1,5 @@
 """Prompt rendering (GENERATION.md, Inputs: prompt_ids) on the debug tokenizer."""
+
 from __future__ import annotations
 
 import json
@@ -46,13 +47,14 @@ def test_prompt_stops_right_before_the_placeholder(tok):
     # the same as the full templated chat cut at the first placeholder
     full = tok.apply_chat_template(
         [{"role": "user", "content": "Hello world."}, {"role": "assistant", "content": SPEECH_TOKEN * 3}],
-        tokenize=False, enable_thinking=False,
+        tokenize=False,
+        enable_thinking=False,
     )
     full_ids = tok(full, add_special_tokens=False)["input_ids"]
     assert ids[0].tolist() == full_ids[: full_ids.index(speech)]
     # the empty think block is the tail
     tail = tok(ASSISTANT_OPEN, add_special_tokens=False)["input_ids"]
-    assert ids[0].tolist()[-len(tail):] == tail
+    assert ids[0].tolist()[-len(tail) :] == tail
 
 
 @pytest.mark.parametrize("text", ["👋🏽 héllo — 你好！", "שלום עולם, مرحبا بالعالم", "line one\nline two\ttab"])

@@ -1,15 +1,14 @@
 """The example workflows: UI files match the node schemas, API files match the UI files, and the
 API graphs run in process (our nodes on the debug models, small stand-ins for the core nodes).
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 import comfy_stubs
+import pytest
 
 comfy_stubs.activate()
 
@@ -22,8 +21,7 @@ API_DIR = ROOT / "workflows_api"
 UI_FILES = sorted(UI_DIR.glob("*.json"))
 FRONTEND_ONLY = {"MarkdownNote", "Note"}  # UI notes: never sent to the server
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-EXPECTED = {"talker_t2av", "talker_style_prefix", "talker_a2v", "talker_v2a", "talker_speech_only",
-            "talker_long_form"}
+EXPECTED = {"talker_t2av", "talker_style_prefix", "talker_a2v", "talker_v2a", "talker_speech_only", "talker_long_form"}
 
 
 def ours() -> dict[str, type]:
@@ -109,7 +107,7 @@ def test_ui_workflow_matches_the_schemas(path):
             assert (e.get("shape") == 7) == optional, f"{where}: optional flag of {n}"
             if not optional:
                 assert e["link"] is not None, f"{where}: required input {n} is not connected"
-        for e in entries[len(sockets):]:
+        for e in entries[len(sockets) :]:
             assert e["widget"]["name"] == e["name"] and e["name"] in widgets and e["link"] is not None, where
             assert e["type"] == widgets[e["name"]][0]
         assert [o["type"] for o in node["outputs"]] == outputs, where
@@ -225,8 +223,9 @@ def test_api_workflow_runs(path, comfy, fast_liax):
             overrides[nid]["prefix_seconds"] = 0.16  # within the shortened reference clip
     harness.SaveVideo.saved.clear()
     harness.SaveAudio.saved.clear()
-    results = harness.execute_prompt(api, ours(), overrides=overrides,
-                                     hidden={"EXTRA_PNGINFO": {"workflow": load_ui(path)}})
+    results = harness.execute_prompt(
+        api, ours(), overrides=overrides, hidden={"EXTRA_PNGINFO": {"workflow": load_ui(path)}}
+    )
     samplers = [nid for nid, e in api.items() if e["class_type"] == "TalkerSampler"]
     assert len(samplers) == 1
     speech, motion = results[samplers[0]]

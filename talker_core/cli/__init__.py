@@ -13,14 +13,16 @@ Errors a user can act on (a bad file, a bad argument, a missing model) are
 printed as one line without a traceback and give exit status 1; ``--traceback``
 shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 __all__ = ["Command", "COMMANDS", "register_command", "main"]
 
@@ -46,19 +48,22 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "make-debug-models": Command(
         "write a tiny random-weight model set in the published formats and layout",
-        __name__, "_add_debug_arguments", "_run_debug",
+        __name__,
+        "_add_debug_arguments",
+        "_run_debug",
     ),
     "convert": Command(
         "convert a published model file to safetensors (tensors + config, no pickle)",
-        __name__, "_add_convert_arguments", "_run_convert",
+        __name__,
+        "_add_convert_arguments",
+        "_run_convert",
     ),
     "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli.generate"),
     "download": Command("fetch the released model files into a models folder", "talker_core.weights.download"),
 }
 
 
-def register_command(name: str, help: str, module: str, add_arguments: str = "add_arguments",
-                     run: str = "run") -> None:
+def register_command(name: str, help: str, module: str, add_arguments: str = "add_arguments", run: str = "run") -> None:
     """Add (or replace) a subcommand; ``module`` is imported only when the command runs."""
     if not name or name.startswith("-") or any(c.isspace() for c in name):
         raise ValueError(f"invalid command name {name!r}")
@@ -87,12 +92,14 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("src", metavar="SRC", help="published file (or the talker-t2av folder)")
     parser.add_argument(
-        "dst", metavar="DST",
+        "dst",
+        metavar="DST",
         help="output .safetensors file, or a folder (for the talker folder: receives model.safetensors and "
-             "the tokenizer files)",
+        "the tokenizer files)",
     )
-    parser.add_argument("--kind", choices=KINDS, default=None,
-                        help="which component SRC holds (default: detected from its content)")
+    parser.add_argument(
+        "--kind", choices=KINDS, default=None, help="which component SRC holds (default: detected from its content)"
+    )
 
 
 def _run_convert(args: argparse.Namespace) -> int:

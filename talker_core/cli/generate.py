@@ -13,6 +13,7 @@ speech only        --speech-only --text --ref-audio  (writes a .wav)
 it needs --ref-video (or --ref-motion) for the motion and --ref-audio for the voice.
 Several ``--text`` or ``--seed`` values run as a batch sharing the loaded models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,39 +29,75 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("inputs")
-    g.add_argument("--models", default="models", metavar="DIR",
-                   help="folder with the model files (layout in the README; default: ./models)")
-    g.add_argument("--text", action="append", default=None,
-                   help="what to say; repeat for a batch. Long texts are split at sentences (long form)")
+    g.add_argument(
+        "--models",
+        default="models",
+        metavar="DIR",
+        help="folder with the model files (layout in the README; default: ./models)",
+    )
+    g.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="what to say; repeat for a batch. Long texts are split at sentences (long form)",
+    )
     g.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file instead")
     g.add_argument("--ref-audio", metavar="FILE", help="reference voice (any audio or video file; ≤ 30 s used)")
-    g.add_argument("--ref-video", metavar="FILE",
-                   help="reference talking clip: its first frame is the face; with --prefix-seconds its motion is cloned")
+    g.add_argument(
+        "--ref-video",
+        metavar="FILE",
+        help="reference talking clip: its first frame is the face; with --prefix-seconds its motion is cloned",
+    )
     g.add_argument("--ref-image", metavar="FILE", help="reference face image (instead of --ref-video)")
-    g.add_argument("--ref-motion", metavar="FILE",
-                   help="precomputed LIA-X motion of the reference (the authors' .pt format), for the prefix")
+    g.add_argument(
+        "--ref-motion",
+        metavar="FILE",
+        help="precomputed LIA-X motion of the reference (the authors' .pt format), for the prefix",
+    )
     g.add_argument("--drive-audio", metavar="FILE", help="A2V: speech to animate the face with")
     g.add_argument("--drive-video", metavar="FILE", help="V2A: silent talking clip to dub")
     g.add_argument("--speech-only", action="store_true", help="generate speech only (writes audio)")
-    g.add_argument("--out", default="out.mp4", metavar="FILE",
-                   help="output file (.mp4; .wav for --speech-only). Batches add _1, _2, …")
+    g.add_argument(
+        "--out",
+        default="out.mp4",
+        metavar="FILE",
+        help="output file (.mp4; .wav for --speech-only). Batches add _1, _2, …",
+    )
     s = parser.add_argument_group("sampling")
-    s.add_argument("--seed", type=int, action="append", default=None, help="random seed (repeat for a batch; default 0)")
+    s.add_argument(
+        "--seed", type=int, action="append", default=None, help="random seed (repeat for a batch; default 0)"
+    )
     s.add_argument("--steps", type=int, default=10, help="Euler steps per patch (default 10)")
     s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
     s.add_argument("--temperature", type=float, default=0.3, help="noise temperature (default 0.3)")
-    s.add_argument("--prefix-seconds", type=float, default=0.0,
-                   help="seconds of the reference fed as a prefix: 0 clones voice and face only, >0 also style")
+    s.add_argument(
+        "--prefix-seconds",
+        type=float,
+        default=0.0,
+        help="seconds of the reference fed as a prefix: 0 clones voice and face only, >0 also style",
+    )
     s.add_argument("--max-seconds", type=float, default=30.0, help="upper bound of the generated length (default 30)")
-    s.add_argument("--segment-prefix-seconds", type=float, default=2.0,
-                   help="long form: seconds of the previous segment fed to the next (default 2)")
+    s.add_argument(
+        "--segment-prefix-seconds",
+        type=float,
+        default=2.0,
+        help="long form: seconds of the previous segment fed to the next (default 2)",
+    )
     s.add_argument("--stop-threshold", type=float, default=0.5, help="stop-head probability that ends speech (0.5)")
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps … (default auto)")
-    r.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                   help="model precision (auto: bf16 on CUDA, fp32 elsewhere)")
-    r.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
-                   help="backbone attention implementation")
+    r.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="model precision (auto: bf16 on CUDA, fp32 elsewhere)",
+    )
+    r.add_argument(
+        "--attn",
+        default="sdpa",
+        choices=["sdpa", "eager", "flash_attention_2"],
+        help="backbone attention implementation",
+    )
     r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -177,11 +214,20 @@ def run(args: argparse.Namespace) -> int:
     requests = []
     for text in texts:
         for seed in seeds:
-            requests.append(P.TalkRequest(
-                text=text, mode=mode, seed=seed, steps=args.steps, cfg=args.cfg, temperature=args.temperature,
-                prefix_seconds=args.prefix_seconds, max_seconds=args.max_seconds,
-                segment_prefix_seconds=args.segment_prefix_seconds, stop_threshold=args.stop_threshold,
-            ))
+            requests.append(
+                P.TalkRequest(
+                    text=text,
+                    mode=mode,
+                    seed=seed,
+                    steps=args.steps,
+                    cfg=args.cfg,
+                    temperature=args.temperature,
+                    prefix_seconds=args.prefix_seconds,
+                    max_seconds=args.max_seconds,
+                    segment_prefix_seconds=args.segment_prefix_seconds,
+                    stop_threshold=args.stop_threshold,
+                )
+            )
     if mode in (P.Mode.T2AV, P.Mode.SPEECH) and not any(r.text.strip() for r in requests):
         raise ValueError("--text is empty: give the words to speak")
 
@@ -216,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ref_video:
         # Only the frames the request uses: the first (identity) and the prefix.
         prefix_s = args.prefix_seconds if not args.ref_motion else 0.0
-        frames, fps = media.load_video_frames(args.ref_video, max_seconds=max(prefix_s, 1.0 / FPS) + 0.2,
-                                              target_fps=FPS)
+        frames, fps = media.load_video_frames(
+            args.ref_video, max_seconds=max(prefix_s, 1.0 / FPS) + 0.2, target_fps=FPS
+        )
         face = P.encode_face(liax, frames[0])
         if prefix_s > 0:
             reference_motion = P.encode_motion(liax, frames, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
@@ -236,8 +283,16 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(Path(args.out), len(requests))
     for request, out_path in zip(requests, outputs):
         t0 = time.perf_counter()
-        result = P.generate(bundle, request, voice=voice, face=face, reference_motion=reference_motion,
-                            forced_speech=forced_speech, forced_motion=forced_motion, hooks=hooks)
+        result = P.generate(
+            bundle,
+            request,
+            voice=voice,
+            face=face,
+            reference_motion=reference_motion,
+            forced_speech=forced_speech,
+            forced_motion=forced_motion,
+            hooks=hooks,
+        )
         audio = P.decode_speech(vae, result.speech)
         if mode == P.Mode.SPEECH:
             media.write_wav(out_path, audio, SAMPLE_RATE)
@@ -246,8 +301,10 @@ def run(args: argparse.Namespace) -> int:
             media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS
-        print(f"{out_path}: {seconds:.2f} s ({result.generated_seconds:.2f} s generated, "
-              f"{result.segments} segment{'s' if result.segments != 1 else ''}) in {wall:.1f} s wall, "
-              f"RTF {wall / max(seconds, 1e-9):.2f} [{mode}, seed {request.seed}]")
+        print(
+            f"{out_path}: {seconds:.2f} s ({result.generated_seconds:.2f} s generated, "
+            f"{result.segments} segment{'s' if result.segments != 1 else ''}) in {wall:.1f} s wall, "
+            f"RTF {wall / max(seconds, 1e-9):.2f} [{mode}, seed {request.seed}]"
+        )
     log.info("model loading and reference encoding took %.1f s", load_seconds)
     return 0

@@ -41,6 +41,7 @@ Two implementations of a patch compute the same function:
 Legend: L prompt tokens, P frames per patch (4), N generated patches,
 Ls / Lm reference speech / motion frames, D backbone width, C latent channels.
 """
+
 from __future__ import annotations
 
 import collections
@@ -48,14 +49,15 @@ import enum
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 
+from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 from talker_core.models.blocks import LinearKernels, plain_linear, tensor_key
 from talker_core.models.dit_head import PatchVelocity
 from talker_core.models.talker import StaticKVCache, TalkerModel
@@ -160,7 +162,7 @@ class FastPath:
     parallel_heads: Optional[bool] = None
 
     @classmethod
-    def off(cls) -> "FastPath":
+    def off(cls) -> FastPath:
         return cls(enabled=False)
 
 
@@ -223,7 +225,7 @@ class GenerationState:
     patches_done: int = 0
     speech_patches: list = field(default_factory=list)
     motion_patches: list = field(default_factory=list)
-    fast: Optional["_FastState"] = None
+    fast: Optional[_FastState] = None
     patches_budget: int = 0
 
 
@@ -312,17 +314,27 @@ class TalkerGenerator:
         mode = GenerationMode(mode)
         total = self._patch_budget(mode, forced_speech, forced_motion, max_patches)
         state, out = self.prefill(
-            prompt_ids, speaker, ref_speech=ref_speech, ref_motion=ref_motion, first_motion=first_motion,
+            prompt_ids,
+            speaker,
+            ref_speech=ref_speech,
+            ref_motion=ref_motion,
+            first_motion=first_motion,
             prefix_frames=prefix_frames,
-            mode=mode, forced_speech=forced_speech, forced_motion=forced_motion, settings=settings, patches=total,
+            mode=mode,
+            forced_speech=forced_speech,
+            forced_motion=forced_motion,
+            settings=settings,
+            patches=total,
         )
         device = self.model.device
         if teacher_speech is not None:
-            state.teacher_speech = _forced(_check_matrix(teacher_speech, "teacher_speech", self.config.speech_dim),
-                                           teacher_speech.shape[0], device)
+            state.teacher_speech = _forced(
+                _check_matrix(teacher_speech, "teacher_speech", self.config.speech_dim), teacher_speech.shape[0], device
+            )
         if teacher_motion is not None:
-            state.teacher_motion = _forced(_check_matrix(teacher_motion, "teacher_motion", self.config.motion_dim),
-                                           teacher_motion.shape[0], device)
+            state.teacher_motion = _forced(
+                _check_matrix(teacher_motion, "teacher_motion", self.config.motion_dim), teacher_motion.shape[0], device
+            )
         forced = forced_speech is not None or forced_motion is not None
         use_stop = not forced
         min_patches = settings.stop_min_patches
@@ -388,8 +400,9 @@ class TalkerGenerator:
         if forced_motion is not None:
             forced_motion = _check_matrix(forced_motion, "forced_motion", cfg.motion_dim)
         if first_motion is not None:
-            first_motion = _check_matrix(first_motion.reshape(1, -1) if first_motion.ndim == 1 else first_motion,
-                                         "first_motion", cfg.motion_dim)
+            first_motion = _check_matrix(
+                first_motion.reshape(1, -1) if first_motion.ndim == 1 else first_motion, "first_motion", cfg.motion_dim
+            )
             if first_motion.shape[0] != 1:
                 raise ValueError(f"first_motion must have shape ({cfg.motion_dim},), got {tuple(first_motion.shape)}")
         elif joint:
@@ -412,7 +425,9 @@ class TalkerGenerator:
             speech_prefix = (ref_speech if ref_speech is not None else empty_speech)[:pf]
             motion_prefix = (ref_motion if ref_motion is not None else torch.zeros(0, cfg.motion_dim))[:pf]
             if n_prefix:
-                tokens = model.speech_tokens(speech_prefix[None], n_prefix) + model.motion_tokens(motion_prefix[None], n_prefix)
+                tokens = model.speech_tokens(speech_prefix[None], n_prefix) + model.motion_tokens(
+                    motion_prefix[None], n_prefix
+                )
                 tokens[:, 0] += model.task_token(TalkerModel.TASK_JOINT)
                 embeds.append(tokens)
         else:
@@ -513,7 +528,7 @@ class TalkerGenerator:
 
     # ------------------------------------------------------------------ fast path
 
-    def _fast_resources(self, positions: int) -> Optional["_FastState"]:
+    def _fast_resources(self, positions: int) -> Optional[_FastState]:
         """The fast-path state of one run (None = plain path): a static cache of ``positions``."""
         opts, model = self.fast, self.model
         if not opts.enabled:
@@ -549,7 +564,7 @@ class TalkerGenerator:
         state.patches_done += 1
         return speech, motion
 
-    def _load_program(self, state: GenerationState) -> "_PatchProgram":
+    def _load_program(self, state: GenerationState) -> _PatchProgram:
         """Build (or fetch the captured) patch program of this run and load the run into it."""
         fast = state.fast
         variant = (
@@ -631,10 +646,10 @@ def _context(frames: Optional[torch.Tensor], ctx: int, ps: int, device) -> torch
     if frames is None:
         raise ValueError("internal: no frames for a context")
     padded = F.pad(frames, (0, 0, 0, (-frames.shape[0]) % ps))
-    tail = padded[max(0, padded.shape[0] - ctx):]
+    tail = padded[max(0, padded.shape[0] - ctx) :]
     out = torch.zeros(1, frames.shape[1], ctx)
     if tail.shape[0]:
-        out[0, :, ctx - tail.shape[0]:] = tail.transpose(0, 1)
+        out[0, :, ctx - tail.shape[0] :] = tail.transpose(0, 1)
     return out.to(device)
 
 
@@ -677,7 +692,7 @@ class _ModelResources:
         self.linear = LinearKernels(pack=opts.packed_linears)
         self.backbone_linear = LinearKernels(pack=opts.packed_linears) if opts.pack_backbone else plain_linear
         self.caches: dict[int, StaticKVCache] = {}
-        self.programs: "collections.OrderedDict[tuple, _PatchProgram]" = collections.OrderedDict()
+        self.programs: collections.OrderedDict[tuple, _PatchProgram] = collections.OrderedDict()
         self.graphs_failed = False
         self._weights_key = None
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -738,7 +753,7 @@ class _ModelResources:
         cache = self.caches[bucket] = self._model().new_static_cache(bucket)
         return cache
 
-    def program(self, engine: "TalkerGenerator", variant: tuple, flow: FlowSettings, cache: StaticKVCache):
+    def program(self, engine: TalkerGenerator, variant: tuple, flow: FlowSettings, cache: StaticKVCache):
         key = (variant, flow, cache.capacity)
         program = self.programs.get(key)
         if program is None:
@@ -750,7 +765,7 @@ class _ModelResources:
         return program
 
 
-_RESOURCES: "weakref.WeakKeyDictionary[TalkerModel, _ModelResources]" = weakref.WeakKeyDictionary()
+_RESOURCES: weakref.WeakKeyDictionary[TalkerModel, _ModelResources] = weakref.WeakKeyDictionary()
 
 
 def release_fast_path(model: TalkerModel) -> None:
@@ -781,7 +796,7 @@ class _FastState:
     resources: _ModelResources
     cache: StaticKVCache
     graphs: bool
-    program: Optional["_PatchProgram"] = None
+    program: Optional[_PatchProgram] = None
 
     @property
     def backbone_linear(self):
@@ -802,8 +817,15 @@ class _PatchProgram:
     motion teacher).
     """
 
-    def __init__(self, engine: TalkerGenerator, variant: tuple, flow: FlowSettings, cache: StaticKVCache,
-                 resources: _ModelResources, graphs: bool):
+    def __init__(
+        self,
+        engine: TalkerGenerator,
+        variant: tuple,
+        flow: FlowSettings,
+        cache: StaticKVCache,
+        resources: _ModelResources,
+        graphs: bool,
+    ):
         model, cfg = engine.model, engine.config
         self.engine = engine
         self.speech_mode, self.motion_mode, self.teacher_speech, self.teacher_motion = variant
@@ -836,9 +858,11 @@ class _PatchProgram:
             return noise, given, flags
 
         self.noise_speech, self.given_speech, self.flags_speech = stream_buffers(
-            self.speech_mode, self.teacher_speech, cfg.speech_dim)
+            self.speech_mode, self.teacher_speech, cfg.speech_dim
+        )
         self.noise_motion, self.given_motion, self.flags_motion = stream_buffers(
-            self.motion_mode, self.teacher_motion, cfg.motion_dim)
+            self.motion_mode, self.teacher_motion, cfg.motion_dim
+        )
         parallel = resources.opts.parallel_heads
         if parallel is None:
             parallel = cfg.dit.hidden_size >= 256
@@ -849,9 +873,11 @@ class _PatchProgram:
         self.side_stream = torch.cuda.Stream(dev) if (graphs and dev.type == "cuda" and both) else None
         times = engine.sampler.schedule(flow, dev).times
         self.speech_velocity = (
-            PatchVelocity(model.speech_cfm.estimator, times, self.linear) if self.speech_mode == "sample" else None)
+            PatchVelocity(model.speech_cfm.estimator, times, self.linear) if self.speech_mode == "sample" else None
+        )
         self.motion_velocity = (
-            PatchVelocity(model.motion_cfm.estimator, times, self.linear) if self.motion_mode == "sample" else None)
+            PatchVelocity(model.motion_cfm.estimator, times, self.linear) if self.motion_mode == "sample" else None
+        )
         self.loaded_patches = 0
 
     # -- per run --------------------------------------------------------------
@@ -879,18 +905,26 @@ class _PatchProgram:
                 self.noise_speech[:n].copy_(torch.stack(speech_noise))
             if motion_noise:
                 self.noise_motion[:n].copy_(torch.stack(motion_noise))
-            forced_s = state.forced_speech if self.speech_mode == "forced" else (
-                state.teacher_speech if self.teacher_speech else None)
-            forced_m = state.forced_motion if self.motion_mode == "forced" else (
-                state.teacher_motion if self.teacher_motion else None)
-            for given, flags, frames in ((self.given_speech, self.flags_speech, forced_s),
-                                         (self.given_motion, self.flags_motion, forced_m)):
+            forced_s = (
+                state.forced_speech
+                if self.speech_mode == "forced"
+                else (state.teacher_speech if self.teacher_speech else None)
+            )
+            forced_m = (
+                state.forced_motion
+                if self.motion_mode == "forced"
+                else (state.teacher_motion if self.teacher_motion else None)
+            )
+            for given, flags, frames in (
+                (self.given_speech, self.flags_speech, forced_s),
+                (self.given_motion, self.flags_motion, forced_m),
+            ):
                 if given is None:
                     continue
                 covered = min(n, frames.shape[-1] // ps)
                 given.zero_()
                 if covered:
-                    patches = frames[:, :, :covered * ps].reshape(1, frames.shape[1], covered, ps)
+                    patches = frames[:, :, : covered * ps].reshape(1, frames.shape[1], covered, ps)
                     given[:covered].copy_(patches.permute(2, 0, 1, 3))
                 if flags is not None:
                     flags.zero_()
@@ -926,10 +960,26 @@ class _PatchProgram:
                 return patch, torch.where(use, given.index_select(0, idx)[0], patch)
             return patch, patch
 
-        speech_args = (self.speech_mode, self.teacher_speech, self.speech_velocity, self.noise_speech,
-                       self.given_speech, self.flags_speech, self.speech_context, self.speaker)
-        motion_args = (self.motion_mode, self.teacher_motion, self.motion_velocity, self.noise_motion,
-                       self.given_motion, self.flags_motion, self.motion_context, self.first_motion)
+        speech_args = (
+            self.speech_mode,
+            self.teacher_speech,
+            self.speech_velocity,
+            self.noise_speech,
+            self.given_speech,
+            self.flags_speech,
+            self.speech_context,
+            self.speaker,
+        )
+        motion_args = (
+            self.motion_mode,
+            self.teacher_motion,
+            self.motion_velocity,
+            self.noise_motion,
+            self.given_motion,
+            self.flags_motion,
+            self.motion_context,
+            self.first_motion,
+        )
         pool = self.resources.head_pool() if self.parallel else None
         if self.side_stream is not None:
             main = torch.cuda.current_stream()
@@ -961,8 +1011,19 @@ class _PatchProgram:
         self.position.add_(1)
 
     def _mutable(self) -> list[torch.Tensor]:
-        return [t for t in (self.h, self.speech_context, self.motion_context, self.patch, self.position,
-                            self.out_speech, self.out_motion) if t is not None]
+        return [
+            t
+            for t in (
+                self.h,
+                self.speech_context,
+                self.motion_context,
+                self.patch,
+                self.position,
+                self.out_speech,
+                self.out_motion,
+            )
+            if t is not None
+        ]
 
     def _capture(self) -> None:
         """Capture :meth:`body` (see :func:`_capture_graph`); on failure run eagerly from now on."""
@@ -972,8 +1033,9 @@ class _PatchProgram:
         except Exception as exc:  # noqa: BLE001 — any capture failure: run eagerly instead
             self.resources.graphs_failed = True
             self.graph = None
-            log.warning("CUDA graph capture of the patch step failed (%s: %s); running it eagerly",
-                        type(exc).__name__, exc)
+            log.warning(
+                "CUDA graph capture of the patch step failed (%s: %s); running it eagerly", type(exc).__name__, exc
+            )
 
 
 def _graphs_supported(model: TalkerModel) -> bool:
@@ -1012,5 +1074,5 @@ def _capture_graph(body: Callable[[], None], mutable: list[torch.Tensor]):
 
 def _worker_call(inference: bool, fn, args):
     """Run ``fn(*args)`` in a worker thread under the caller's grad mode (those modes are per thread)."""
-    with (torch.inference_mode() if inference else torch.no_grad()):
+    with torch.inference_mode() if inference else torch.no_grad():
         return fn(*args)

@@ -26,12 +26,13 @@ loop, whose step sizes are Python floats: no host synchronisation per step.
 Legend: N batch, C latent channels, T frames of the patch, Tc context frames,
 D backbone width, G global condition width.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -20,6 +20,7 @@ The parts: ``audio`` (decoding sound), ``video`` (decoding frames), ``image`` (s
 identity crop), ``output`` (WAV and MP4 writing), ``probe`` (what a file holds); ``_common``
 holds the error type and the checks they share.
 """
+
 from __future__ import annotations
 
 from talker_core.media._common import (
@@ -38,4 +39,18 @@ from talker_core.media.video import (
     resample_frames_to_fps,
 )
 
-__all__ = ["MediaError", "MAX_IMAGE_PIXELS", "MAX_DECODED_VIDEO_BYTES", "IDENTITY_SIZE", "load_audio", "decode_video", "load_video_frames", "resample_frames_to_fps", "load_image", "prepare_identity_image", "write_wav", "write_mp4", "probe_media"]
+__all__ = [
+    "MediaError",
+    "MAX_IMAGE_PIXELS",
+    "MAX_DECODED_VIDEO_BYTES",
+    "IDENTITY_SIZE",
+    "load_audio",
+    "decode_video",
+    "load_video_frames",
+    "resample_frames_to_fps",
+    "load_image",
+    "prepare_identity_image",
+    "write_wav",
+    "write_mp4",
+    "probe_media",
+]

@@ -1,4 +1,5 @@
 """What the media readers and writers share: the error type, limits and small checks."""
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,7 @@ def _open_container(p: Path, what: str):
         return av.open(str(p), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
         raise MediaError(
-            f"{what} {p} could not be opened as a media file ({exc}); "
-            "it is damaged or not in a format FFmpeg reads"
+            f"{what} {p} could not be opened as a media file ({exc}); it is damaged or not in a format FFmpeg reads"
         ) from exc
 
 
@@ -96,4 +96,3 @@ def _samples_to_float(arr: np.ndarray, fmt_name: str) -> np.ndarray:
     if arr.dtype in (np.float32, np.float64):
         return arr.astype(np.float32, copy=False)
     raise MediaError(f"unsupported audio sample format {fmt_name} ({arr.dtype})")  # pragma: no cover
-

@@ -1,4 +1,5 @@
 """Audio decoding through PyAV: any container or codec FFmpeg reads, to float32 (C, T)."""
+
 from __future__ import annotations
 
 import logging
@@ -67,7 +68,8 @@ def load_audio(path: PathLike, max_seconds: Optional[float] = None) -> tuple[tor
                 elif int(frame.sample_rate) != rate or int(frame.layout.nb_channels) != channels:
                     logger.warning(
                         "%s changes sample rate or channel layout after %.2f s; stopping there",
-                        p, total / rate,
+                        p,
+                        total / rate,
                     )
                     break
                 arr = frame.to_ndarray()
@@ -84,7 +86,9 @@ def load_audio(path: PathLike, max_seconds: Optional[float] = None) -> tuple[tor
             pass  # a stream that ends without packets
         except av.error.FFmpegError as exc:
             where = f" after {total / rate:.2f} s" if rate else ""
-            raise MediaError(f"audio file {p} could not be decoded{where} ({exc}); the file is damaged or truncated") from exc
+            raise MediaError(
+                f"audio file {p} could not be decoded{where} ({exc}); the file is damaged or truncated"
+            ) from exc
     if total == 0 or rate is None:
         raise MediaError(f"audio file {p} contains no audio samples; give a file with sound in it")
     wav = np.concatenate(chunks, axis=1) if len(chunks) > 1 else np.ascontiguousarray(chunks[0])
@@ -96,5 +100,3 @@ def load_audio(path: PathLike, max_seconds: Optional[float] = None) -> tuple[tor
         np.clip(wav, -1.0, 1.0, out=wav)
     logger.debug("loaded %s: %d ch, %d Hz, %.2f s", p, channels, rate, total / rate)
     return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), rate
-
-

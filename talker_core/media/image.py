@@ -1,4 +1,5 @@
 """Still images (Pillow, PyAV as fallback) and the LIA-X identity crop (MODEL.md §7)."""
+
 from __future__ import annotations
 
 import logging
@@ -62,9 +63,7 @@ def _load_image_pillow(p: Path, max_pixels: int) -> Optional[np.ndarray]:
             img = ImageOps.exif_transpose(img)  # phone photos: apply the EXIF orientation
             return _pil_to_rgb(img)
     except Image.DecompressionBombError as exc:
-        raise MediaError(
-            f"image {p} is too large to open safely ({exc}); downscale it first"
-        ) from exc
+        raise MediaError(f"image {p} is too large to open safely ({exc}); downscale it first") from exc
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, MediaError):
             raise
@@ -199,5 +198,3 @@ def prepare_identity_image(
     elif side < size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
     return (x[0] * 2.0 - 1.0).to(torch.float32).contiguous()
-
-

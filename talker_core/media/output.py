@@ -1,4 +1,5 @@
 """Writing media atomically: 16-bit WAV, and MP4 (H.264 yuv420p + AAC)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,9 +8,10 @@ import secrets
 import subprocess
 import tempfile
 import wave
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -182,7 +184,11 @@ def write_mp4(
     Returns:
         The written path.
     """
-    fr = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_as_numpy(frames, "frames")))
+    fr = (
+        frames
+        if isinstance(frames, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(_as_numpy(frames, "frames")))
+    )
     if fr.ndim != 4 or fr.shape[-1] != 3:
         raise MediaError(f"frames must have shape (N, H, W, 3), got {tuple(fr.shape)}")
     n, h, w = (int(s) for s in fr.shape[:3])
@@ -204,8 +210,12 @@ def write_mp4(
         elif have < want:
             wav = np.pad(wav, ((0, 0), (0, want - have)))
         if abs(have - want) > sr / rate_v:
-            logger.info("audio (%.2f s) %s to the video length (%.2f s)", have / sr,
-                        "trimmed" if have > want else "padded with silence", n / rate_v)
+            logger.info(
+                "audio (%.2f s) %s to the video length (%.2f s)",
+                have / sr,
+                "trimmed" if have > want else "padded with silence",
+                n / rate_v,
+            )
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:
         logger.info("frame size %d×%d is odd; padded to %d×%d for H.264", w, h, w + pad_w, h + pad_h)
@@ -217,17 +227,48 @@ def write_mp4(
     proc = None
     try:
         tmp_mp4 = _temp_beside(out, ".tmp.mp4")
-        cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w + pad_w}x{h + pad_h}",
-               "-framerate", fps_str, "-i", "pipe:0"]
+        cmd = [
+            exe,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w + pad_w}x{h + pad_h}",
+            "-framerate",
+            fps_str,
+            "-i",
+            "pipe:0",
+        ]
         if wav is not None:
             tmp_wav = _temp_beside(out, ".tmp.wav")
             _write_wav_file(tmp_wav, wav, sr)
             cmd += ["-i", str(tmp_wav)]
         cmd += ["-map", "0:v:0"] + (["-map", "1:a:0"] if wav is not None else [])
-        cmd += ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
-                "-c:v", "libx264", "-preset", str(preset), "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
-                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
+        cmd += [
+            "-vf",
+            "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            str(preset),
+            "-crf",
+            str(int(crf)),
+            "-pix_fmt",
+            "yuv420p",
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-color_range",
+            "tv",
+        ]
         if wav is not None:
             cmd += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ar", str(sr if sr in AAC_RATES else 48_000)]
         movflags = "+faststart+use_metadata_tags" if metadata else "+faststart"
@@ -236,10 +277,15 @@ def write_mp4(
         cmd += ["-movflags", movflags, "-f", "mp4", str(tmp_mp4)]
         logger.debug("ffmpeg: %s", " ".join(cmd))
         with tempfile.TemporaryFile() as errlog:
-            popen_kw = {"start_new_session": True} if os.name == "posix" else {
-                "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+            popen_kw = (
+                {"start_new_session": True}
+                if os.name == "posix"
+                else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+            )
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog, **popen_kw)
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog, **popen_kw
+                )
             except OSError as exc:
                 raise MediaError(f"could not start ffmpeg ({exe}): {exc}; reinstall imageio-ffmpeg") from exc
             broken = False
@@ -272,5 +318,3 @@ def write_mp4(
         _unlink_quietly(tmp_wav)
     logger.debug("wrote %s: %d frames at %s fps%s", out, n, fps_str, " with audio" if wav is not None else "")
     return out
-
-

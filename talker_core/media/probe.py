@@ -1,4 +1,5 @@
 """What a media file holds (streams, durations, rates) without decoding it."""
+
 from __future__ import annotations
 
 from talker_core.media._common import PathLike, _existing_file, _open_container
@@ -36,8 +37,7 @@ def probe_media(path: PathLike) -> dict:
             }
             if s.type == "video":
                 rate = s.average_rate or s.guessed_rate
-                d.update(fps=float(rate) if rate else None, width=cc.width, height=cc.height,
-                         pix_fmt=cc.pix_fmt)
+                d.update(fps=float(rate) if rate else None, width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt)
             elif s.type == "audio":
                 d.update(sample_rate=cc.sample_rate, channels=cc.channels, layout=cc.layout.name)
             info["streams"].append(d)

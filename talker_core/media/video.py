@@ -1,9 +1,11 @@
 """Video decoding through PyAV: frames at their own or a target rate, uint8 (N, H, W, 3)."""
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -279,7 +281,9 @@ def resample_frames_to_fps(
         step = 1.0 / src
     else:
         ts = np.asarray(
-            timestamps_or_fps.detach().cpu().numpy() if isinstance(timestamps_or_fps, torch.Tensor) else timestamps_or_fps,
+            timestamps_or_fps.detach().cpu().numpy()
+            if isinstance(timestamps_or_fps, torch.Tensor)
+            else timestamps_or_fps,
             dtype=np.float64,
         ).reshape(-1)
         if ts.shape[0] != n:
@@ -292,5 +296,3 @@ def resample_frames_to_fps(
     count = _output_count(ts[0], ts[-1], step, tgt)
     idx = _nearest_indices(ts, tgt, count)
     return frames[torch.from_numpy(idx)]
-
-

@@ -8,6 +8,7 @@ Pure PyTorch; the Slaney mel filter bank is computed here, not loaded.
 
 Legend: C channels, T samples, M mel bins, F mel frames (100 per second at 16 kHz).
 """
+
 from __future__ import annotations
 
 import functools
@@ -155,9 +156,7 @@ def _hz_to_slaney_mel(hz: torch.Tensor) -> torch.Tensor:
     f_sp = 200.0 / 3.0
     brk_hz, brk_mel = 1000.0, 1000.0 / f_sp
     logstep = math.log(6.4) / 27.0
-    return torch.where(
-        hz >= brk_hz, brk_mel + torch.log(hz.clamp_min(brk_hz) / brk_hz) / logstep, hz / f_sp
-    )
+    return torch.where(hz >= brk_hz, brk_mel + torch.log(hz.clamp_min(brk_hz) / brk_hz) / logstep, hz / f_sp)
 
 
 def _slaney_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
@@ -168,7 +167,9 @@ def _slaney_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def slaney_mel_filters(n_mels: int = 128, sample_rate: int = WHISPER_SAMPLE_RATE, n_fft: int = WHISPER_N_FFT) -> torch.Tensor:
+def slaney_mel_filters(
+    n_mels: int = 128, sample_rate: int = WHISPER_SAMPLE_RATE, n_fft: int = WHISPER_N_FFT
+) -> torch.Tensor:
     """Slaney-normalised triangular mel filters over 0…sr/2: (M, n_fft//2 + 1), float32, CPU.
 
     Same filters as ``librosa.filters.mel(sr, n_fft, n_mels)`` (the matrix openai-whisper ships):
@@ -206,7 +207,9 @@ def whisper_log_mel(wav16k: torch.Tensor, n_mels: int = 128) -> torch.Tensor:
         )
     audio = pad_or_trim(wav16k.to(torch.float32), WHISPER_SAMPLES)
     window = torch.hann_window(WHISPER_N_FFT, dtype=torch.float32, device=audio.device)
-    spec = torch.stft(audio, WHISPER_N_FFT, WHISPER_HOP, window=window, center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        audio, WHISPER_N_FFT, WHISPER_HOP, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
     power = spec[..., :-1].abs() ** 2  # (K, 3000)
     filters = slaney_mel_filters(n_mels, WHISPER_SAMPLE_RATE, WHISPER_N_FFT).to(audio.device)
     mel = filters @ power  # (M, 3000)

@@ -24,6 +24,7 @@ function with a choice of linear kernel and of the positions whose output is
 needed (the last block of a DiT head only needs the last T positions, the last
 block of a patch encoder only the CLS position).
 """
+
 from __future__ import annotations
 
 import logging
@@ -244,8 +245,12 @@ class LinearKernels:
 
     def _packed_weight(self, module: nn.Linear) -> torch.Tensor | None:
         w = module.weight
-        if (w.device.type != "cpu" or w.dtype not in (torch.float32, torch.bfloat16) or w.numel() < self.min_numel
-                or (w.requires_grad and torch.is_grad_enabled())):
+        if (
+            w.device.type != "cpu"
+            or w.dtype not in (torch.float32, torch.bfloat16)
+            or w.numel() < self.min_numel
+            or (w.requires_grad and torch.is_grad_enabled())
+        ):
             return None
         key = tensor_key(w)
         entry = self._packed.get(id(module))

@@ -25,6 +25,7 @@ computes its output for the last T positions only.
 Legend: N batch, C channels of the latent, T frames to predict, Tc context
 frames, G global condition width, H head width (= backbone width D), S steps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,7 +80,7 @@ class DitConfig:
             raise ValueError(f"DiT hidden_size must be even and >= 4 for the time sinusoid, got {self.hidden_size}")
 
     @classmethod
-    def tiny(cls) -> "DitConfig":
+    def tiny(cls) -> DitConfig:
         return cls(hidden_size=64, feat_dim=64, n_layer=2, n_head=4)
 
 

@@ -26,11 +26,13 @@ BatchNorm always uses its running statistics: this module never trains.
 Legend: B batch, T frames, D input feature width (WavLM width), C channels,
 M aggregation channels (1536), E embedding width, L + 1 hidden states.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,12 +65,13 @@ class EcapaConfig:
             raise ValueError(f"EcapaConfig: channels {self.channels} is not divisible by scale {self.scale}")
 
     @classmethod
-    def tiny(cls) -> "EcapaConfig":
-        return cls(feat_dim=64, channels=64, emb_dim=32, scale=8, se_bottleneck_dim=16,
-                   attention_channels=16, mfa_channels=96)
+    def tiny(cls) -> EcapaConfig:
+        return cls(
+            feat_dim=64, channels=64, emb_dim=32, scale=8, se_bottleneck_dim=16, attention_channels=16, mfa_channels=96
+        )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EcapaConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EcapaConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

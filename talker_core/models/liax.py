@@ -27,6 +27,7 @@ numbers differ from the reference-style path by float rounding only.
 Legend: B frames (motion rows), S style width (= style_dim·scale), M motion
 dimension (40), C channels, H/W height/width (512 at the output).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,9 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,8 +103,11 @@ class LiaXConfig:
         scale = self.scale
         fraction = scale in (0.5, 0.25, 0.125)
         whole = isinstance(scale, (int, float)) and float(scale).is_integer() and scale >= 1
-        if isinstance(scale, bool) or not (fraction or whole) \
-                or (self.style_dim * scale) != int(self.style_dim * scale):
+        if (
+            isinstance(scale, bool)
+            or not (fraction or whole)
+            or (self.style_dim * scale) != int(self.style_dim * scale)
+        ):
             raise ValueError(
                 f"LiaXConfig.scale must be a positive integer or a fraction 1/2, 1/4, 1/8 that keeps every width "
                 f"whole, got {scale!r}"
@@ -134,13 +139,13 @@ class LiaXConfig:
         return (self.width(64), self.width(128), self.width(256), self.width(512))
 
     @classmethod
-    def tiny(cls) -> "LiaXConfig":
+    def tiny(cls) -> LiaXConfig:
         """Debug layout: scale 1/8 (widths 8…64, style width 64). Same keys as the release,
         cheap enough to render test clips on a CPU; the resolution stays 512."""
         return cls(style_dim=512, motion_dim=40, scale=0.125)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LiaXConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> LiaXConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -151,7 +156,7 @@ class LiaXConfig:
         return asdict(self)
 
     @classmethod
-    def from_state_dict_shapes(cls, sd: Mapping[str, torch.Tensor], source: str = "LIA-X state dict") -> "LiaXConfig":
+    def from_state_dict_shapes(cls, sd: Mapping[str, torch.Tensor], source: str = "LIA-X state dict") -> LiaXConfig:
         """Infer the sizes from a published state dict (keys ``enc.*``/``dec.*``).
 
         scale from the first encoder convolution (64·scale filters), style width
@@ -249,7 +254,9 @@ class BiasLeakyReLU(nn.Module):
         return bias_leaky_relu(x, self.bias, inplace=inplace)
 
 
-def _conv_block(cin: int, cout: int, k: int, *, down: bool = False, up: bool = False, act: bool = True) -> nn.Sequential:
+def _conv_block(
+    cin: int, cout: int, k: int, *, down: bool = False, up: bool = False, act: bool = True
+) -> nn.Sequential:
     """[resample] → equalised conv (no bias) → [bias + leaky ReLU], indexed like the published keys.
 
     down: blur then stride-2 valid convolution (H → H/2); up: ×2 FIR upsampling
@@ -317,8 +324,9 @@ class ModulatedConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         styles = self.modulation(style)
         weight = self.weight[0] * self.gain
-        out = modulated_conv2d(x, weight, styles, self.demodulate, transposed_stride=2 if self.up else 1,
-                               fused=not self.fast)
+        out = modulated_conv2d(
+            x, weight, styles, self.demodulate, transposed_stride=2 if self.up else 1, fused=not self.fast
+        )
         return self.blur(out) if self.up else out
 
 
@@ -601,7 +609,9 @@ class LiaXGenerator(nn.Module):
         """
         b = alpha.shape[0]
         if z.ndim != 2 or z.shape[1] != self.cfg.style_width or z.shape[0] not in (1, b):
-            raise ValueError(f"identity code must have shape (1, {self.cfg.style_width}) or ({b}, …), got {tuple(z.shape)}")
+            raise ValueError(
+                f"identity code must have shape (1, {self.cfg.style_width}) or ({b}, …), got {tuple(z.shape)}"
+            )
         for f in feats:
             if f.shape[0] not in (1, b):
                 raise ValueError(f"feature maps must have batch 1 or {b}, got {tuple(f.shape)}")
@@ -626,13 +636,14 @@ class StreamingRenderer:
     CPU whose cores generation already uses it gains nothing.
     """
 
-    def __init__(self, gen: "LiaXGenerator", z: torch.Tensor, feats: Sequence[torch.Tensor], chunk: int = 8,
-                 on_frames=None):
+    def __init__(
+        self, gen: LiaXGenerator, z: torch.Tensor, feats: Sequence[torch.Tensor], chunk: int = 8, on_frames=None
+    ):
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.gen, self.z, self.feats, self.chunk, self.on_frames = gen, z, list(feats), chunk, on_frames
         self.device = z.device
-        self._queue: "queue.Queue" = queue.Queue()
+        self._queue: queue.Queue = queue.Queue()
         self._frames: list[torch.Tensor] = []
         self._error: BaseException | None = None
         self._done = 0

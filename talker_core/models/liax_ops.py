@@ -18,6 +18,7 @@ grid in one buffer.
 Legend: N batch, C channels, H/W height/width, K filter taps, B frames sharing
 one identity, S style width.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,9 +68,13 @@ def upfirdn2d(
     weight = torch.flip(k, [0, 1]).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
     if up > 1 and min(pad) >= 0:
         # zero-inserted and padded grid in one buffer: the same values as inserting, then padding
-        grid = torch.empty((n, c, h * up + py0 + py1, w * up + px0 + px1), dtype=x.dtype, device=x.device,
-                           memory_format=_memory_format(x)).zero_()
-        grid[:, :, py0:py0 + h * up:up, px0:px0 + w * up:up] = x
+        grid = torch.empty(
+            (n, c, h * up + py0 + py1, w * up + px0 + px1),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=_memory_format(x),
+        ).zero_()
+        grid[:, :, py0 : py0 + h * up : up, px0 : px0 + w * up : up] = x
         return F.conv2d(grid, weight, stride=down, groups=c)
     if up > 1:
         grid = x.new_zeros(n, c, h * up, w * up)
@@ -87,7 +92,10 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def bias_leaky_relu(
-    x: torch.Tensor, bias: torch.Tensor | None, slope: float = LEAKY_SLOPE, gain: float = LEAKY_GAIN,
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    slope: float = LEAKY_SLOPE,
+    gain: float = LEAKY_GAIN,
     inplace: bool = False,
 ) -> torch.Tensor:
     """gain · leaky_relu(x + bias) with the bias broadcast over channel dim 1. x: (N, C, …); bias: (C,).
@@ -168,9 +176,7 @@ def warp_features(feat: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     if feat.shape[0] == b:
         return F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     if feat.shape[0] != 1:
-        raise ValueError(
-            f"feature batch {feat.shape[0]} fits neither the {b} motion rows nor a shared identity (1)"
-        )
+        raise ValueError(f"feature batch {feat.shape[0]} fits neither the {b} motion rows nor a shared identity (1)")
     stacked = F.grid_sample(
         feat, grid.reshape(1, b * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
     )  # (1, C, B·H, W)

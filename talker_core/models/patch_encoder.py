@@ -13,6 +13,7 @@ linear kernel, and the last block computed for the CLS position only.
 
 Legend: B batch, T patches, P frames per patch, D input width, H output width.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,15 +51,13 @@ class PatchEncoderConfig:
             raise ValueError(f"patch encoder needs n_layer >= 1 and n_head >= 1, got {self.n_layer}, {self.n_head}")
 
     @classmethod
-    def tiny(cls) -> "PatchEncoderConfig":
+    def tiny(cls) -> PatchEncoderConfig:
         return cls(n_layer=2, n_head=4)
 
     def check_width(self, width: int) -> None:
         """Raise ValueError unless ``width`` splits into an even head_dim for ``n_head`` heads."""
         if width % self.n_head or (width // self.n_head) % 2:
-            raise ValueError(
-                f"patch encoder width {width} must split into {self.n_head} heads of even size"
-            )
+            raise ValueError(f"patch encoder width {width} must split into {self.n_head} heads of even size")
 
 
 class PatchEncoder(nn.Module):

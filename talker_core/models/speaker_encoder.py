@@ -22,12 +22,14 @@ reads every size that the shapes determine.
 Legend: B batch, N samples at 16 kHz, T frames (50 Hz), D WavLM width,
 L WavLM layers, E embedding width.
 """
+
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,11 +81,11 @@ class SpeakerEncoderConfig:
             )
 
     @classmethod
-    def tiny(cls) -> "SpeakerEncoderConfig":
+    def tiny(cls) -> SpeakerEncoderConfig:
         return cls(WavLMConfig.tiny(), EcapaConfig.tiny())
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SpeakerEncoderConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SpeakerEncoderConfig:
         """From ``{"wavlm": {...}, "ecapa": {...}}``; a missing part takes the release values."""
         unknown = sorted(set(data) - {"wavlm", "ecapa"})
         if unknown:

@@ -23,14 +23,16 @@ Legend: B batch, L sequence length, T patches, P frames per patch (4),
 D backbone width, C latent channels (32 speech, 40 motion), G speaker width (256),
 K key/value heads, E head width, M cache capacity (positions).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,8 +85,16 @@ class BackboneConfig:
     MODEL_TYPE = "qwen3"  # class constant, written to/accepted from dicts as ``model_type``
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"backbone {name} must be positive, got {getattr(self, name)!r}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -98,9 +108,17 @@ class BackboneConfig:
             raise ValueError("the Talker backbone ties its LM head to the token embedding (tie_word_embeddings=True)")
 
     @classmethod
-    def tiny(cls) -> "BackboneConfig":
-        return cls(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    def tiny(cls) -> BackboneConfig:
+        return cls(
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=4096,
+        )
 
     def to_qwen3(self, attn_implementation: str = "sdpa"):
         """A transformers ``Qwen3Config`` with these sizes (built locally, no download)."""
@@ -158,9 +176,7 @@ class TalkerConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TalkerConfig.{name} must be positive, got {getattr(self, name)!r}")
         if self.delay != 0:
-            raise ValueError(
-                f"TalkerConfig.delay={self.delay}: only delay 0 (the released model) is supported"
-            )
+            raise ValueError(f"TalkerConfig.delay={self.delay}: only delay 0 (the released model) is supported")
         if self.dit.hidden_size != self.llm.hidden_size:
             raise ValueError(
                 f"DiT hidden_size ({self.dit.hidden_size}) must equal the backbone hidden_size "
@@ -176,7 +192,7 @@ class TalkerConfig:
         return self.max_frames // self.patch_size
 
     @classmethod
-    def tiny(cls) -> "TalkerConfig":
+    def tiny(cls) -> TalkerConfig:
         """Test sizes (those of the ``heads_*`` parity fixtures)."""
         return cls(llm=BackboneConfig.tiny(), patch_encoder=PatchEncoderConfig.tiny(), dit=DitConfig.tiny())
 
@@ -187,7 +203,7 @@ class TalkerConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TalkerConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TalkerConfig:
         """Build from a dict as written by :meth:`to_dict` (missing fields take release values).
 
         Unknown keys are an error, so that a sidecar from another model is not
@@ -326,8 +342,15 @@ class TalkerModel(nn.Module):
         """
         lm_head = state_dict.get("llm.lm_head.weight")
         embed = state_dict.get("llm.model.embed_tokens.weight")
-        if lm_head is not None and embed is not None and lm_head.shape == embed.shape and not torch.equal(lm_head, embed):
-            log.warning("%s: llm.lm_head.weight differs from the token embedding; it is tied and unused, ignoring it", source)
+        if (
+            lm_head is not None
+            and embed is not None
+            and lm_head.shape == embed.shape
+            and not torch.equal(lm_head, embed)
+        ):
+            log.warning(
+                "%s: llm.lm_head.weight differs from the token embedding; it is tied and unused, ignoring it", source
+            )
         load_strict(self, state_dict, TALKER_KEYS, source, "Talker-T2AV backbone+heads")
 
     # ------------------------------------------------------------------ helpers
@@ -367,8 +390,9 @@ class TalkerModel(nn.Module):
         """Normalised motion codes (B, F, 40) → patch tokens (B, T, D); see :meth:`speech_tokens`."""
         return self._patch_tokens(frames, self.projector_motion, self.motion_patch_encoder, n_patches, linear)
 
-    def _patch_tokens(self, frames: torch.Tensor, projector: nn.Module, encoder: PatchEncoder,
-                      n_patches: int | None, linear=None) -> torch.Tensor:
+    def _patch_tokens(
+        self, frames: torch.Tensor, projector: nn.Module, encoder: PatchEncoder, n_patches: int | None, linear=None
+    ) -> torch.Tensor:
         ps = self.config.patch_size
         b, f, _ = frames.shape
         if n_patches is None:
@@ -422,12 +446,13 @@ class TalkerModel(nn.Module):
         rope = getattr(self.llm.model.rotary_emb, "rope_type", "default")
         return all(t == "full_attention" for t in types) and rope == "default"
 
-    def new_static_cache(self, capacity: int, device=None, dtype=None) -> "StaticKVCache":
+    def new_static_cache(self, capacity: int, device=None, dtype=None) -> StaticKVCache:
         """An empty :class:`StaticKVCache` of ``capacity`` positions (model device and dtype by default)."""
         return StaticKVCache(self, capacity, device=device, dtype=dtype)
 
-    def run_backbone_static(self, embeds: torch.Tensor, cache: "StaticKVCache", linear=plain_linear,
-                            position: torch.Tensor | None = None) -> torch.Tensor:
+    def run_backbone_static(
+        self, embeds: torch.Tensor, cache: StaticKVCache, linear=plain_linear, position: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The backbone over a :class:`StaticKVCache`: embeds (1, L, D) → final-norm hidden
         state at the last position (1, D), same function as :meth:`run_backbone`.
 
@@ -449,7 +474,7 @@ class TalkerModel(nn.Module):
                 raise ValueError(
                     f"static cache full: {start} + {length} positions exceed its capacity {cache.capacity}"
                 )
-            cos, sin = cache.cos[start:start + length], cache.sin[start:start + length]
+            cos, sin = cache.cos[start : start + length], cache.sin[start : start + length]
         else:
             if length != 1:
                 raise ValueError("a fixed-shape backbone step takes one token")
@@ -474,7 +499,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _qwen3_layer(layer, x, cos, sin, cache: "StaticKVCache", index: int, start, position, linear) -> torch.Tensor:
+def _qwen3_layer(layer, x, cos, sin, cache: StaticKVCache, index: int, start, position, linear) -> torch.Tensor:
     """One Qwen3 decoder layer (transformers' ``Qwen3DecoderLayer`` function) over a static cache.
 
     x (1, L, D); cos/sin (L, E). ``start`` (int): eager mode; ``position`` (tensor): fixed shape."""

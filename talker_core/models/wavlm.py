@@ -27,13 +27,15 @@ Pieces (module names are the published ones):
 Legend: B batch, N waveform samples (16 kHz), T frames (50 Hz), C extractor
 channels, D encoder width, H heads, K head width (D/H), L encoder layers.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -216,8 +218,14 @@ class WavLMConfig:
                 f"WavLMConfig.extractor_mode must be 'layer_norm' or 'default', got {self.extractor_mode!r}"
             )
         parse_conv_layers(self.conv_feature_layers)  # raises ValueError when malformed
-        for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-                     "conv_pos", "conv_pos_groups"):
+        for name in (
+            "encoder_layers",
+            "encoder_embed_dim",
+            "encoder_ffn_embed_dim",
+            "encoder_attention_heads",
+            "conv_pos",
+            "conv_pos_groups",
+        ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"WavLMConfig.{name} must be positive, got {getattr(self, name)}")
         if self.encoder_embed_dim % self.encoder_attention_heads:
@@ -245,8 +253,14 @@ class WavLMConfig:
                     f"WavLMConfig.max_distance ({self.max_distance}) must exceed num_buckets // 4 "
                     f"({self.num_buckets // 4}), the largest exactly represented distance"
                 )
-        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop",
-                     "dropout_input", "dropout_features"):
+        for name in (
+            "dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "encoder_layerdrop",
+            "dropout_input",
+            "dropout_features",
+        ):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"WavLMConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
@@ -270,7 +284,7 @@ class WavLMConfig:
         return self.encoder_layers + 1
 
     @classmethod
-    def tiny(cls) -> "WavLMConfig":
+    def tiny(cls) -> WavLMConfig:
         """A few-thousand-parameter WavLM for tests (same structure as the release)."""
         return cls(
             conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
@@ -285,7 +299,7 @@ class WavLMConfig:
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WavLMConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> WavLMConfig:
         """Build from a mapping of published field names (unknown keys are an error)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(k for k in data if k not in known and k not in _TRAINING_ONLY_KEYS)
@@ -430,9 +444,9 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     exact = half // 2
     bucket = (rel > 0).long() * half
     dist = rel.abs()
-    far = exact + (
-        torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (half - exact)
-    ).long()
+    far = (
+        exact + (torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    )
     far = far.clamp(max=half - 1)
     return bucket + torch.where(dist < exact, dist, far)
 
@@ -461,8 +475,9 @@ class SelfAttention(nn.Module):
         """(H, T, T) bias from this layer's bucket table (layer 0 only)."""
         if self.relative_attention_bias is None:
             raise RuntimeError("this attention layer holds no relative position table")
-        buckets = relative_position_buckets(frames, self.num_buckets, self.max_distance,
-                                            device=self.relative_attention_bias.weight.device)
+        buckets = relative_position_buckets(
+            frames, self.num_buckets, self.max_distance, device=self.relative_attention_bias.weight.device
+        )
         return self.relative_attention_bias(buckets).permute(2, 0, 1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,14 @@ Legend: B batch, T waveform samples, L latent frames (25 Hz), S Whisper position
 (50 Hz, S = 2·L after cropping), M mel bins, F mel frames (3000 = 30 s), C channels,
 Z latent width (32), H acoustic width (= Whisper width).
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +85,9 @@ class CodecEncoderConfig:
     def __post_init__(self):
         self.ratios = _int_tuple(self.ratios, "codec_encoder.ratios")
         if self.in_dim <= 0 or self.hidden_dim <= 0:
-            raise ValueError(f"codec_encoder widths must be positive, got in_dim={self.in_dim}, hidden_dim={self.hidden_dim}")
+            raise ValueError(
+                f"codec_encoder widths must be positive, got in_dim={self.in_dim}, hidden_dim={self.hidden_dim}"
+            )
 
 
 @dataclass
@@ -97,7 +101,9 @@ class CodecDecoderConfig:
     def __post_init__(self):
         self.ratios = _int_tuple(self.ratios, "codec_decoder.ratios")
         if self.hidden_dim <= 0 or self.z_dim <= 0:
-            raise ValueError(f"codec_decoder widths must be positive, got hidden_dim={self.hidden_dim}, z_dim={self.z_dim}")
+            raise ValueError(
+                f"codec_decoder widths must be positive, got hidden_dim={self.hidden_dim}, z_dim={self.z_dim}"
+            )
         if self.hidden_dim % (2 ** len(self.ratios)):
             raise ValueError(
                 f"codec_decoder.hidden_dim ({self.hidden_dim}) must be divisible by 2**len(ratios) "
@@ -169,17 +175,19 @@ class WhisperXVAEConfig:
         return math.prod(self.codec_encoder.ratios)
 
     @classmethod
-    def tiny(cls) -> "WhisperXVAEConfig":
+    def tiny(cls) -> WhisperXVAEConfig:
         """Test-sized model (same layout and rates as the release)."""
         return cls(
             codec_encoder=CodecEncoderConfig(in_dim=4, ratios=(4, 5, 6, 8), hidden_dim=64),
             codec_decoder=CodecDecoderConfig(hidden_dim=64, ratios=(8, 6, 5, 4), z_dim=32),
             sample_rate=24_000,
-            whisper=WhisperEncoderConfig(n_mels=128, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4, n_audio_layer=2),
+            whisper=WhisperEncoderConfig(
+                n_mels=128, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4, n_audio_layer=2
+            ),
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WhisperXVAEConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> WhisperXVAEConfig:
         """Inverse of :meth:`to_dict` (the layout of the parity fixtures' ``config``)."""
         known = {"codec_encoder", "codec_decoder", "sample_rate", "whisper"}
         extra = set(data) - known
@@ -203,7 +211,9 @@ class WhisperXVAEConfig:
         return out
 
     @classmethod
-    def from_lightning_cfg(cls, cfg: Mapping[str, Any], whisper: WhisperEncoderConfig | None = None) -> "WhisperXVAEConfig":
+    def from_lightning_cfg(
+        cls, cfg: Mapping[str, Any], whisper: WhisperEncoderConfig | None = None
+    ) -> WhisperXVAEConfig:
         """Config from the checkpoint's ``hyper_parameters.cfg`` given as a plain nested mapping.
 
         Reads ``model.codec_encoder.{in_dim, ratios, hidden_dim}``,
@@ -265,8 +275,16 @@ class _WeightNormConv(nn.Module):
 
     transposed = False
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1, output_padding: int = 0):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        output_padding: int = 0,
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_ch, out_ch
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -319,8 +337,10 @@ class _WeightNormConv(nn.Module):
         return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, folded={self.folded}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, folded={self.folded}"
+        )
 
 
 class WNConv1d(_WeightNormConv):
@@ -411,8 +431,14 @@ class DecoderBlock(nn.Module):
         self.block = nn.Sequential(
             Snake1d(in_dim),
             # output_padding keeps the length exactly T·stride for odd strides
-            WNConvTranspose1d(in_dim, out_dim, kernel_size=2 * stride, stride=stride,
-                              padding=math.ceil(stride / 2), output_padding=stride % 2),
+            WNConvTranspose1d(
+                in_dim,
+                out_dim,
+                kernel_size=2 * stride,
+                stride=stride,
+                padding=math.ceil(stride / 2),
+                output_padding=stride % 2,
+            ),
             ResidualUnit(out_dim, 1),
             ResidualUnit(out_dim, 3),
             ResidualUnit(out_dim, 9),
@@ -482,7 +508,9 @@ class WhisperAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
-        q, k, v = (p(x).view(b, s, self.heads, d // self.heads).transpose(1, 2) for p in (self.query, self.key, self.value))
+        q, k, v = (
+            p(x).view(b, s, self.heads, d // self.heads).transpose(1, 2) for p in (self.query, self.key, self.value)
+        )
         y = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim)
         return self.out(y.transpose(1, 2).reshape(b, s, d))
 
@@ -576,7 +604,7 @@ class WhisperXVAE(nn.Module):
         return self.vae.in_proj.bias
 
     @torch.no_grad()
-    def fold_weight_norm(self) -> "WhisperXVAE":
+    def fold_weight_norm(self) -> WhisperXVAE:
         """Replace every ``weight_g``/``weight_v`` pair by the plain kernel (same outputs, less work).
 
         Do it after loading: the folded model's state dict no longer has the published keys.
@@ -621,7 +649,9 @@ class WhisperXVAE(nn.Module):
         if mel.shape[0] != wav24k.shape[0]:
             raise ValueError(f"wav24k and mel batch sizes differ: {wav24k.shape[0]} vs {mel.shape[0]}")
         if wav24k.shape[-1] < self.hop:
-            raise ValueError(f"the waveform is shorter than one latent frame ({self.hop} samples at {self.sample_rate} Hz)")
+            raise ValueError(
+                f"the waveform is shorter than one latent frame ({self.hop} samples at {self.sample_rate} Hz)"
+            )
         p = self._param()
         acoustic = self.CodecEnc(wav24k.to(device=p.device, dtype=p.dtype))  # (B, H, L)
         frames = acoustic.shape[-1]
@@ -733,7 +763,7 @@ def state_dict_from_lightning(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor
         if any(k.startswith(prefix + "CodecEnc.") for k in tensors):
             if prefix:
                 log.debug("stripping wrapper prefix %r from the WhisperX-VAE state dict", prefix)
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     raise CheckpointError(
         "the WhisperX-VAE checkpoint's state_dict has no `CodecEnc.*` weights; it is not a WhisperX-VAE checkpoint"
     )

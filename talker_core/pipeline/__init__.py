@@ -7,6 +7,7 @@ to the components.
 
 Legend: T frames at 25 Hz, N samples, H×W image size.
 """
+
 from __future__ import annotations
 
 from talker_core.pipeline.encode import (
@@ -31,4 +32,24 @@ from talker_core.pipeline.request import (
 )
 from talker_core.pipeline.text import split_text
 
-__all__ = ["MAX_REFERENCE_SECONDS", "MAX_SEGMENT_FRAMES", "MAX_TEXT_CHARS", "MIN_REFERENCE_SECONDS", "Mode", "Hooks", "Cancelled", "TalkRequest", "TalkResult", "encode_voice", "encode_speech", "encode_face", "encode_motion", "motion_from_reference_pt", "generate", "decode_speech", "render_motion", "RenderOutOfMemory", "split_text"]
+__all__ = [
+    "MAX_REFERENCE_SECONDS",
+    "MAX_SEGMENT_FRAMES",
+    "MAX_TEXT_CHARS",
+    "MIN_REFERENCE_SECONDS",
+    "Mode",
+    "Hooks",
+    "Cancelled",
+    "TalkRequest",
+    "TalkResult",
+    "encode_voice",
+    "encode_speech",
+    "encode_face",
+    "encode_motion",
+    "motion_from_reference_pt",
+    "generate",
+    "decode_speech",
+    "render_motion",
+    "RenderOutOfMemory",
+    "split_text",
+]

@@ -1,4 +1,5 @@
 """Small checks the pipeline stages share (audio tensors, devices, lengths)."""
+
 from __future__ import annotations
 
 import torch
@@ -50,5 +51,3 @@ def _check_audible(wav: torch.Tensor, sample_rate: int, what: str) -> None:
 
 def _latent_frames(n_samples_16k: int) -> int:
     return max(1, min(int(n_samples_16k / 16000 * FPS), MAX_SEGMENT_FRAMES))
-
-

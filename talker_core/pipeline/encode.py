@@ -1,4 +1,5 @@
 """Reference encoding: voice, speech, face and motion into the model's latent spaces."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ def _vae_encode(vae, wav_mono: torch.Tensor, sample_rate: int) -> tuple[torch.Te
 
 
 @torch.inference_mode()
-def encode_voice(vae, speaker_encoder, waveform: torch.Tensor, sample_rate: int,
-                 max_seconds: float = MAX_REFERENCE_SECONDS) -> SpeakerReference:
+def encode_voice(
+    vae, speaker_encoder, waveform: torch.Tensor, sample_rate: int, max_seconds: float = MAX_REFERENCE_SECONDS
+) -> SpeakerReference:
     """Reference voice → speaker embedding (256,) and speech latents (T, 32).
 
     waveform: (C, N) or ComfyUI's (1, C, N), any rate, any channel count (mixed to mono).
@@ -72,8 +74,9 @@ def encode_voice(vae, speaker_encoder, waveform: torch.Tensor, sample_rate: int,
 
 
 @torch.inference_mode()
-def encode_speech(vae, waveform: torch.Tensor, sample_rate: int,
-                  max_seconds: Optional[float] = None, hooks: Optional[Hooks] = None) -> SpeechLatents:
+def encode_speech(
+    vae, waveform: torch.Tensor, sample_rate: int, max_seconds: Optional[float] = None, hooks: Optional[Hooks] = None
+) -> SpeechLatents:
     """Driving audio (A2V) → speech latents (T, 32) at 25 Hz, any length.
 
     Long audio is encoded in 30 s windows (the codec's semantic branch sees 30 s at a time).
@@ -91,7 +94,7 @@ def encode_speech(vae, waveform: torch.Tensor, sample_rate: int,
     starts = list(range(0, wav.shape[-1], window))
     for i, start in enumerate(starts):
         hooks.check()
-        chunk = wav[:, start: start + window]
+        chunk = wav[:, start : start + window]
         if chunk.shape[-1] < sample_rate // FPS:  # less than one latent frame left
             break
         latents, _, _ = _vae_encode(vae, chunk, sample_rate)
@@ -130,9 +133,15 @@ def _frame_indices_at_fps(n_frames: int, fps: float, target: float = FPS) -> lis
 
 
 @torch.inference_mode()
-def encode_motion(liax, frames: torch.Tensor, fps: float, max_seconds: Optional[float] = None,
-                  hooks: Optional[Hooks] = None, stats: Optional[MotionStats] = None,
-                  chunk: int = 8) -> MotionCodes:
+def encode_motion(
+    liax,
+    frames: torch.Tensor,
+    fps: float,
+    max_seconds: Optional[float] = None,
+    hooks: Optional[Hooks] = None,
+    stats: Optional[MotionStats] = None,
+    chunk: int = 8,
+) -> MotionCodes:
     """A talking clip → normalised motion codes (T, 40) at 25 fps, whatever the source rate.
 
     frames: (N, H, W, C) float [0, 1] or uint8. Only the frames that land on the 25 fps
@@ -152,8 +161,12 @@ def encode_motion(liax, frames: torch.Tensor, fps: float, max_seconds: Optional[
     codes = []
     for start in range(0, len(index), chunk):
         hooks.check()
-        batch = torch.stack([prepare_identity_image(frames[i], name="motion clip frame", warn_small=False)
-                             for i in index[start: start + chunk]])
+        batch = torch.stack(
+            [
+                prepare_identity_image(frames[i], name="motion clip frame", warn_small=False)
+                for i in index[start : start + chunk]
+            ]
+        )
         z, _ = liax.encode_identity(batch.to(device, dtype))
         codes.append(liax.motion_code(z).float().cpu())
         hooks.report(min(start + chunk, len(index)), len(index), "encode")
@@ -173,5 +186,3 @@ def motion_from_reference_pt(path, stats: Optional[MotionStats] = None) -> Motio
     if not torch.isfinite(raw).all():
         raise ValueError(f"{path}: the motion codes contain NaN or infinite values")
     return MotionCodes(stats.normalize(raw))
-
-

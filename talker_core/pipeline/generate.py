@@ -1,4 +1,5 @@
 """Generation from a request: wiring checks, prefix selection, long-form segments."""
+
 from __future__ import annotations
 
 import logging
@@ -45,12 +46,13 @@ def _segment_seed(seed: int, index: int) -> int:
     return seed if index == 0 else (seed + 1_000_003 * index) % (2**63)
 
 
-def _forced_windows(forced: torch.Tensor, first_room: int, later_room: int, text: str,
-                    max_chars: int) -> list[_Segment]:
+def _forced_windows(
+    forced: torch.Tensor, first_room: int, later_room: int, text: str, max_chars: int
+) -> list[_Segment]:
     """Cut a forced stream into windows that fit one segment each; share the text out by length."""
     windows, pos, room = [], 0, first_room
     while pos < forced.shape[0]:
-        windows.append(forced[pos: pos + room])
+        windows.append(forced[pos : pos + room])
         pos += room
         room = later_room
     if len(windows) == 1:
@@ -121,10 +123,16 @@ def _user_prefix_frames(request: TalkRequest, voice, reference_motion) -> int:
 
 
 @torch.inference_mode()
-def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = None,
-             face: Optional[Identity] = None, reference_motion: Optional[MotionCodes] = None,
-             forced_speech: Optional[SpeechLatents] = None, forced_motion: Optional[MotionCodes] = None,
-             hooks: Optional[Hooks] = None) -> TalkResult:
+def generate(
+    bundle,
+    request: TalkRequest,
+    voice: Optional[SpeakerReference] = None,
+    face: Optional[Identity] = None,
+    reference_motion: Optional[MotionCodes] = None,
+    forced_speech: Optional[SpeechLatents] = None,
+    forced_motion: Optional[MotionCodes] = None,
+    hooks: Optional[Hooks] = None,
+) -> TalkResult:
     """Run the backbone and both heads for one request (any mode, any length).
 
     bundle: a loaded :class:`talker_core.weights.loaders.TalkerBundle` (model + tokenizer).
@@ -144,7 +152,6 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
         SamplingSettings,
         TalkerGenerator,
     )
-
     from talker_core.tokenizer import render_prompt
 
     hooks = hooks or Hooks()
@@ -168,8 +175,11 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
     budget = max(PATCH, int(math.floor(request.max_seconds * FPS + 1e-6)))
     carry = (int(request.segment_prefix_seconds * FPS) // PATCH) * PATCH
 
-    forced = forced_speech.latents if forced_speech is not None else (
-        forced_motion.codes if forced_motion is not None else None)
+    forced = (
+        forced_speech.latents
+        if forced_speech is not None
+        else (forced_motion.codes if forced_motion is not None else None)
+    )
     if forced is not None:
         forced = forced[:budget]
         first_room, later_room = max(PATCH, seg_frames - prefix), max(PATCH, seg_frames - carry)
@@ -190,31 +200,46 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
     for index, segment in enumerate(segments):
         remaining = budget - produced
         if remaining <= 0:
-            log.warning("max_seconds=%g reached: %d of %d text segment(s) were not spoken; raise max_seconds "
-                        "to say the whole text", request.max_seconds, len(segments) - index, len(segments))
+            log.warning(
+                "max_seconds=%g reached: %d of %d text segment(s) were not spoken; raise max_seconds "
+                "to say the whole text",
+                request.max_seconds,
+                len(segments) - index,
+                len(segments),
+            )
             break
         if index == 0:
             ref_speech = voice.speech.latents if voice is not None else None
-            ref_motion = reference_motion.codes if reference_motion is not None else (
-                first_motion[None] if first_motion is not None else None)
+            ref_motion = (
+                reference_motion.codes
+                if reference_motion is not None
+                else (first_motion[None] if first_motion is not None else None)
+            )
             prefix_k = prefix
         else:
             all_speech = torch.cat(gen_speech, 0)
             tail = min(carry, all_speech.shape[0])
             if joint:
                 tail = (tail // PATCH) * PATCH
-            ref_speech = all_speech[all_speech.shape[0] - tail:]
-            ref_motion = torch.cat(gen_motion, 0)[-tail:] if (joint and tail) else (
-                first_motion[None] if joint else None)
+            ref_speech = all_speech[all_speech.shape[0] - tail :]
+            ref_motion = (
+                torch.cat(gen_motion, 0)[-tail:] if (joint and tail) else (first_motion[None] if joint else None)
+            )
             prefix_k = tail
         room = max(PATCH, seg_frames - prefix_k)
         max_patches = max(1, min(room, remaining) // PATCH) if segment.forced is None else None
-        prompt = render_prompt(bundle.tokenizer, segment.text, max_length=request.max_prompt_tokens,
-                               allow_empty=segment.forced is not None)
+        prompt = render_prompt(
+            bundle.tokenizer, segment.text, max_length=request.max_prompt_tokens, allow_empty=segment.forced is not None
+        )
         settings = SamplingSettings(
-            steps=request.steps, temperature=request.temperature, cfg=request.cfg, sway=request.sway,
-            cfg_zero_star=request.cfg_zero_star, stop_threshold=request.stop_threshold,
-            stop_consecutive=request.stop_consecutive, seed=_segment_seed(request.seed, index),
+            steps=request.steps,
+            temperature=request.temperature,
+            cfg=request.cfg,
+            sway=request.sway,
+            cfg_zero_star=request.cfg_zero_star,
+            stop_threshold=request.stop_threshold,
+            stop_consecutive=request.stop_consecutive,
+            seed=_segment_seed(request.seed, index),
         )
         base = done_patches
 
@@ -223,14 +248,19 @@ def generate(bundle, request: TalkRequest, voice: Optional[SpeakerReference] = N
 
         try:
             out = engine.generate(
-                prompt, speaker,
-                ref_speech=ref_speech, ref_motion=ref_motion, prefix_frames=prefix_k,
+                prompt,
+                speaker,
+                ref_speech=ref_speech,
+                ref_motion=ref_motion,
+                prefix_frames=prefix_k,
                 first_motion=first_motion if joint else None,
                 mode=GenerationMode.JOINT if joint else GenerationMode.SPEECH_ONLY,
                 forced_speech=segment.forced if forced_speech is not None else None,
                 forced_motion=segment.forced if forced_motion is not None else None,
-                settings=settings, max_patches=max_patches,
-                progress=progress, should_cancel=hooks.should_cancel,
+                settings=settings,
+                max_patches=max_patches,
+                progress=progress,
+                should_cancel=hooks.should_cancel,
             )
         except GenerationCancelled as exc:
             raise Cancelled(str(exc)) from exc

@@ -1,4 +1,5 @@
 """Decoding speech latents to a waveform and rendering motion codes to frames."""
+
 from __future__ import annotations
 
 import logging
@@ -46,9 +47,16 @@ def _free_device_memory(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def render_motion(liax, face: Identity, motion: MotionCodes, chunk: int = 8,
-                  hooks: Optional[Hooks] = None, stats: Optional[MotionStats] = None,
-                  preview_every: int = 25, as_uint8: bool = False) -> torch.Tensor:
+def render_motion(
+    liax,
+    face: Identity,
+    motion: MotionCodes,
+    chunk: int = 8,
+    hooks: Optional[Hooks] = None,
+    stats: Optional[MotionStats] = None,
+    preview_every: int = 25,
+    as_uint8: bool = False,
+) -> torch.Tensor:
     """Motion codes → video frames (T, 512, 512, 3) on the CPU: float32 in [0, 1], or uint8 with ``as_uint8``.
 
     Frames are rendered ``chunk`` at a time; ``hooks`` is told after every chunk and may cancel.
@@ -69,7 +77,7 @@ def render_motion(liax, face: Identity, motion: MotionCodes, chunk: int = 8,
     start = 0
     while start < total:
         hooks.check()
-        alpha = raw[start: start + chunk].to(device, dtype)
+        alpha = raw[start : start + chunk].to(device, dtype)
         try:
             frames = liax.render(z, feats, alpha)  # (b, 3, 512, 512) in [-1, 1]
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
@@ -92,5 +100,3 @@ def render_motion(liax, face: Identity, motion: MotionCodes, chunk: int = 8,
         hooks.report(done, total, "render", preview)
         start = done
     return out
-
-

@@ -1,9 +1,11 @@
 """What a caller asks for and gets back: modes, hooks, the request and the result."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -88,14 +90,20 @@ class TalkRequest:
             (-1.0 <= self.sway <= 2.0, f"sway must be in -1..2, got {self.sway}"),
             (0.0 < self.stop_threshold <= 1.0, f"stop_threshold must be in (0, 1], got {self.stop_threshold}"),
             (self.stop_consecutive >= 1, f"stop_consecutive must be >= 1, got {self.stop_consecutive}"),
-            (0.0 <= self.prefix_seconds <= MAX_REFERENCE_SECONDS,
-             f"prefix_seconds must be in 0..{MAX_REFERENCE_SECONDS:g}, got {self.prefix_seconds}"),
+            (
+                0.0 <= self.prefix_seconds <= MAX_REFERENCE_SECONDS,
+                f"prefix_seconds must be in 0..{MAX_REFERENCE_SECONDS:g}, got {self.prefix_seconds}",
+            ),
             (0.0 < self.max_seconds <= 3600.0, f"max_seconds must be in (0, 3600], got {self.max_seconds}"),
-            (0.0 <= self.segment_prefix_seconds <= 10.0,
-             f"segment_prefix_seconds must be in 0..10, got {self.segment_prefix_seconds}"),
+            (
+                0.0 <= self.segment_prefix_seconds <= 10.0,
+                f"segment_prefix_seconds must be in 0..10, got {self.segment_prefix_seconds}",
+            ),
             (self.max_segment_chars >= 20, f"max_segment_chars must be >= 20, got {self.max_segment_chars}"),
-            (0.16 <= self.max_segment_seconds <= 30.0,
-             f"max_segment_seconds must be in 0.16..30, got {self.max_segment_seconds}"),
+            (
+                0.16 <= self.max_segment_seconds <= 30.0,
+                f"max_segment_seconds must be in 0.16..30, got {self.max_segment_seconds}",
+            ),
             (0 <= self.seed < 2**64, f"seed must be in 0..2^64-1, got {self.seed}"),
         ]
         for ok, message in checks:
@@ -128,5 +136,3 @@ class TalkResult:
             f"{self.generated_seconds:.2f} s generated in {self.wall_seconds:.2f} s "
             f"(RTF {self.realtime_factor:.2f}, {self.segments} segment{'s' if self.segments != 1 else ''})"
         )
-
-

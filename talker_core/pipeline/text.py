@@ -1,4 +1,5 @@
 """Splitting long texts at sentence and clause boundaries for long-form generation."""
+
 from __future__ import annotations
 
 import re
@@ -49,5 +50,3 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 def _is_cjk(ch: str) -> bool:
     return bool(ch) and ("\u3000" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" or "\uff00" <= ch <= "\uffef")
-
-

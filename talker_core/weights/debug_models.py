@@ -35,6 +35,7 @@ Weights come from each module's own initialisation under ``torch.manual_seed``
 (the global RNG state is restored afterwards), so every tiny model gives
 finite, non-constant outputs. Nothing here downloads anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,6 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 def debug_talker_config():
     from talker_core.models.talker import TalkerConfig
 
@@ -67,10 +69,19 @@ def debug_whisperx_config():
     tiny = WhisperXVAEConfig.tiny()
     w = tiny.whisper
     # one 64-wide head: what the loader infers from a width of 64 (see module docstring)
-    whisper = WhisperEncoderConfig(n_mels=w.n_mels, n_audio_ctx=w.n_audio_ctx, n_audio_state=w.n_audio_state,
-                                   n_audio_head=w.n_audio_state // 64, n_audio_layer=w.n_audio_layer)
-    return WhisperXVAEConfig(codec_encoder=tiny.codec_encoder, codec_decoder=tiny.codec_decoder,
-                             sample_rate=tiny.sample_rate, whisper=whisper)
+    whisper = WhisperEncoderConfig(
+        n_mels=w.n_mels,
+        n_audio_ctx=w.n_audio_ctx,
+        n_audio_state=w.n_audio_state,
+        n_audio_head=w.n_audio_state // 64,
+        n_audio_layer=w.n_audio_layer,
+    )
+    return WhisperXVAEConfig(
+        codec_encoder=tiny.codec_encoder,
+        codec_decoder=tiny.codec_decoder,
+        sample_rate=tiny.sample_rate,
+        whisper=whisper,
+    )
 
 
 def debug_liax_config():
@@ -91,7 +102,7 @@ def debug_speaker_config():
     return SpeakerEncoderConfig(WavLMConfig.from_dict(wavlm), EcapaConfig.from_dict(ecapa))
 
 
-def _state(module: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def _state(module: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
     """The module's state dict with every tensor owning its storage (tied weights cloned)."""
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     seen: set[int] = set()
@@ -170,8 +181,17 @@ def _write_whisperx(path: Path, seed: int) -> None:
         "optimizer_states": [
             {
                 "state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(first)}},
-                "param_groups": [{"lr": 1.0e-4, "betas": (0.8, 0.9), "eps": 1e-8, "weight_decay": 0.0,
-                                  "amsgrad": False, "foreach": None, "params": [0]}],
+                "param_groups": [
+                    {
+                        "lr": 1.0e-4,
+                        "betas": (0.8, 0.9),
+                        "eps": 1e-8,
+                        "weight_decay": 0.0,
+                        "amsgrad": False,
+                        "foreach": None,
+                        "params": [0],
+                    }
+                ],
             }
         ],
         "lr_schedulers": [{"base_lrs": [1.0e-4], "last_epoch": 480000, "_step_count": 480001}],

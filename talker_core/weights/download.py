@@ -14,6 +14,7 @@ against the size and, for large (LFS) files, the SHA-256 the hub reports before 
 is moved into place. Nothing here runs unless asked: the command line's
 ``download`` and the ComfyUI loaders' explicit ``download_if_missing`` switch.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,9 +22,10 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 __all__ = ["Source", "SOURCES", "DownloadError", "download_models", "plan_downloads"]
 
@@ -100,7 +102,7 @@ def plan_downloads(models_dir: Path, client: HubClient, kinds: Optional[Iterable
             base = src.remote.split("*")[0]
             matches = [f for f in files if fnmatch.fnmatch(f[0], src.remote)]
             for name, size, sha in matches:
-                plan.append(RemoteFile(src.repo_id, name, size, sha, models_dir / src.local / name[len(base):]))
+                plan.append(RemoteFile(src.repo_id, name, size, sha, models_dir / src.local / name[len(base) :]))
         else:
             matches = [f for f in files if f[0] == src.remote]
             for name, size, sha in matches:
@@ -124,9 +126,13 @@ def _sha256(path: Path, chunk: int = 1 << 22) -> str:
 def _verify(path: Path, rf: RemoteFile) -> None:
     size = path.stat().st_size
     if rf.size is not None and size != rf.size:
-        raise DownloadError(f"{rf.repo_id}/{rf.path}: got {size} bytes, the hub lists {rf.size}; run the download again")
+        raise DownloadError(
+            f"{rf.repo_id}/{rf.path}: got {size} bytes, the hub lists {rf.size}; run the download again"
+        )
     if rf.sha256 and _sha256(path) != rf.sha256.lower():
-        raise DownloadError(f"{rf.repo_id}/{rf.path}: SHA-256 differs from the hub's; the file was corrupted, run again")
+        raise DownloadError(
+            f"{rf.repo_id}/{rf.path}: SHA-256 differs from the hub's; the file was corrupted, run again"
+        )
 
 
 def download_models(
@@ -179,10 +185,19 @@ def download_models(
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--models", default="models", metavar="DIR",
-                        help="folder to fetch into (default: ./models); the layout is in the README")
-    parser.add_argument("--only", action="append", choices=[s.kind for s in SOURCES], default=None,
-                        help="fetch only this component (repeatable)")
+    parser.add_argument(
+        "--models",
+        default="models",
+        metavar="DIR",
+        help="folder to fetch into (default: ./models); the layout is in the README",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[s.kind for s in SOURCES],
+        default=None,
+        help="fetch only this component (repeatable)",
+    )
     parser.add_argument("--force", action="store_true", help="fetch again even when a verified file is present")
 
 

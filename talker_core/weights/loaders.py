@@ -21,6 +21,7 @@ checkpoint's OmegaConf config is rebuilt by the inert stand-ins of
 :mod:`talker_core.safe_pickle`. Every key is checked by
 :func:`talker_core.checkpoint.load_strict`.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -142,9 +144,7 @@ def find_models(models_dir: str | os.PathLike) -> dict[str, Optional[Path]]:
     root = Path(models_dir)
     found: dict[str, Optional[Path]] = {}
     talker = root / MODEL_LAYOUT["talker"]
-    found["talker"] = (
-        talker if (talker / _TALKER_WEIGHTS).is_file() and (talker / "tokenizer.json").is_file() else None
-    )
+    found["talker"] = talker if (talker / _TALKER_WEIGHTS).is_file() and (talker / "tokenizer.json").is_file() else None
     for kind in KINDS[1:]:
         found[kind] = None
         for rel in (CONVERTED_LAYOUT[kind], MODEL_LAYOUT[kind]):
@@ -248,9 +248,7 @@ def _instantiate(factory, key_map: KeyMap) -> torch.nn.Module:
     state = set(probe.state_dict())
     safe = not any(key_map.is_derived(k) for k in state)
     safe = safe and all(name in state for name, _ in probe.named_buffers())
-    safe = safe and not any(
-        isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()
-    )
+    safe = safe and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values())
     if not safe:
         return factory()
     return probe.to_empty(device="cpu")
@@ -370,7 +368,9 @@ def _whisper_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
     prefix = "semantic_model.encoder."
     conv1 = sd.get(prefix + "conv1.weight")
     if conv1 is None or conv1.ndim != 3:
-        raise CheckpointError(f"{path} has no Whisper encoder ({prefix}conv1.weight); it is not a WhisperX-VAE checkpoint.")
+        raise CheckpointError(
+            f"{path} has no Whisper encoder ({prefix}conv1.weight); it is not a WhisperX-VAE checkpoint."
+        )
     width, n_mels = int(conv1.shape[0]), int(conv1.shape[1])
     layers = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
     if not layers or sorted(layers) != list(range(len(layers))):
@@ -383,8 +383,9 @@ def _whisper_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
             "(openai-whisper uses 64-wide heads). Convert a file that carries its config."
         )
     try:
-        return WhisperEncoderConfig(n_mels=n_mels, n_audio_ctx=n_ctx, n_audio_state=width,
-                                    n_audio_head=width // 64, n_audio_layer=len(layers))
+        return WhisperEncoderConfig(
+            n_mels=n_mels, n_audio_ctx=n_ctx, n_audio_state=width, n_audio_head=width // 64, n_audio_layer=len(layers)
+        )
     except ValueError as exc:
         raise CheckpointError(f"{path}: inconsistent Whisper sizes ({exc}).") from exc
 
@@ -412,10 +413,14 @@ def _whisperx_config_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
     hidden = shape(f"CodecEnc.block.{enc[-1] + 2}.weight_v")[0]
     try:
         return WhisperXVAEConfig(
-            codec_encoder=CodecEncoderConfig(in_dim=shape("CodecEnc.block.0.weight_v")[0], ratios=enc_ratios,
-                                             hidden_dim=hidden),
-            codec_decoder=CodecDecoderConfig(hidden_dim=shape("CodecDec.model.0.weight_v")[0], ratios=dec_ratios,
-                                             z_dim=shape("vae.out_proj.weight_v")[1]),
+            codec_encoder=CodecEncoderConfig(
+                in_dim=shape("CodecEnc.block.0.weight_v")[0], ratios=enc_ratios, hidden_dim=hidden
+            ),
+            codec_decoder=CodecDecoderConfig(
+                hidden_dim=shape("CodecDec.model.0.weight_v")[0],
+                ratios=dec_ratios,
+                z_dim=shape("vae.out_proj.weight_v")[1],
+            ),
             sample_rate=LATENT_RATE * math.prod(enc_ratios),
             whisper=_whisper_from_shapes(sd, path),
         )
@@ -578,9 +583,7 @@ _READERS = {"talker": _read_talker, "whisperx_vae": _read_whisperx, "liax": _rea
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf"}
 
 
-def convert_to_safetensors(
-    src: str | os.PathLike, dst: str | os.PathLike, kind: Optional[str] = None
-) -> Path:
+def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind: Optional[str] = None) -> Path:
     """Write ``src`` (a published file, any of the four) as safetensors at ``dst``; returns the file written.
 
     The tensors keep their published names and dtypes; keys the component is
@@ -601,9 +604,7 @@ def convert_to_safetensors(
         kind = identify(payload, meta)
         del payload
         if kind is None:
-            raise CheckpointError(
-                f"Cannot tell which model {src_file} holds; give --kind ({', '.join(KINDS)})."
-            )
+            raise CheckpointError(f"Cannot tell which model {src_file} holds; give --kind ({', '.join(KINDS)}).")
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
 
