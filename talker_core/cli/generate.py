@@ -20,11 +20,14 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# The options naming input files (besides --text-file), as argparse ``dest`` names.
+INPUT_FILES = ("ref_audio", "ref_video", "ref_image", "ref_motion", "drive_audio", "drive_video")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +177,7 @@ def _mode(args) -> str:
 def _check_inputs(args, mode: str) -> None:
     from talker_core.pipeline import Mode
 
-    for flag in ("ref_audio", "ref_video", "ref_image", "ref_motion", "drive_audio", "drive_video"):
+    for flag in INPUT_FILES:
         value = getattr(args, flag)
         if value and not Path(value).is_file():
             raise ValueError(f"--{flag.replace('_', '-')} {value}: no such file")
@@ -199,13 +202,18 @@ def _outputs(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i + 1}{out.suffix}") for i in range(count)]
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+@dataclass
+class Plan:
+    """What one ``generate`` invocation will do, checked before any model is loaded."""
 
-    from talker_core import media
+    mode: str
+    requests: list  # TalkRequest, one per output
+    need: set  # model kinds to load
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Check the arguments and build the requests (raises ValueError naming the option at fault)."""
     from talker_core import pipeline as P
-    from talker_core.types import FPS, SAMPLE_RATE
-    from talker_core.weights import loaders
 
     mode = _mode(args)
     texts = _texts(args)
@@ -230,33 +238,69 @@ def run(args: argparse.Namespace) -> int:
             )
     if mode in (P.Mode.T2AV, P.Mode.SPEECH) and not any(r.text.strip() for r in requests):
         raise ValueError("--text is empty: give the words to speak")
-
-    models_dir = Path(args.models)
-    found = loaders.find_models(models_dir)
     need = {"talker", "whisperx_vae"}
     if args.ref_audio:
         need.add("speaker")
     if mode != P.Mode.SPEECH:
         need.add("liax")
-    missing = {k: v for k, v in found.items() if k in need}
-    if any(v is None for v in missing.values()):
-        raise ValueError(loaders.missing_models_message(models_dir, missing))
+    return Plan(mode, requests, need)
 
-    device = _pick_device(args.device)
-    dtype = _pick_dtype(args.dtype, device)
-    progress = _Progress(args.quiet)
-    hooks = P.Hooks(progress=progress)
-    started = time.perf_counter()
-    log.info("loading models from %s on %s (%s)", models_dir, device, dtype)
-    bundle = loaders.load_talker(found["talker"], device=device, dtype=dtype, attn_implementation=args.attn)
-    vae = loaders.load_whisperx_vae(found["whisperx_vae"], device=device, dtype=torch.float32)
-    speaker_encoder = loaders.load_speaker_encoder(found["speaker"], device=device) if "speaker" in need else None
-    liax = loaders.load_liax(found["liax"], device=device, dtype=dtype) if "liax" in need else None
 
+class Models:
+    """The model files of one folder on one device, each loaded on first use and then kept."""
+
+    def __init__(self, models_dir, device: str = "auto", dtype: str = "auto", attn: str = "sdpa"):
+        from talker_core.weights import loaders
+
+        self.dir = Path(models_dir)
+        self.found = loaders.find_models(self.dir)
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.attn = attn
+        self._loaded: dict = {}
+
+    def require(self, need) -> None:
+        """Raise ValueError listing what is missing when a needed model file is not in the folder."""
+        from talker_core.weights import loaders
+
+        missing = {k: v for k, v in self.found.items() if k in need}
+        if any(v is None for v in missing.values()):
+            raise ValueError(loaders.missing_models_message(self.dir, missing))
+
+    def get(self, kind: str):
+        if kind not in self._loaded:
+            import torch
+
+            from talker_core.weights import loaders
+
+            self.require({kind})
+            path, device, dtype = self.found[kind], self.device, self.dtype
+            log.info("loading %s from %s on %s (%s)", kind, path, device, dtype)
+            if kind == "talker":
+                model = loaders.load_talker(path, device=device, dtype=dtype, attn_implementation=self.attn)
+            elif kind == "whisperx_vae":
+                model = loaders.load_whisperx_vae(path, device=device, dtype=torch.float32)
+            elif kind == "speaker":
+                model = loaders.load_speaker_encoder(path, device=device)
+            elif kind == "liax":
+                model = loaders.load_liax(path, device=device, dtype=dtype)
+            else:
+                raise ValueError(f"unknown model kind {kind!r}")
+            self._loaded[kind] = model
+        return self._loaded[kind]
+
+
+def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks) -> dict:
+    """Reference and driving media -> the conditioning keyword arguments of :func:`pipeline.generate`."""
+    from talker_core import media
+    from talker_core import pipeline as P
+    from talker_core.types import FPS
+
+    liax = models.get("liax") if mode != P.Mode.SPEECH else None
     voice = face = reference_motion = forced_speech = forced_motion = None
     if args.ref_audio:
         wav, sr = media.load_audio(args.ref_audio, max_seconds=P.MAX_REFERENCE_SECONDS)
-        voice = P.encode_voice(vae, speaker_encoder, wav, sr)
+        voice = P.encode_voice(models.get("whisperx_vae"), models.get("speaker"), wav, sr)
     if args.ref_image:
         face = P.encode_face(liax, media.load_image(args.ref_image))
     elif args.ref_video:
@@ -272,39 +316,62 @@ def run(args: argparse.Namespace) -> int:
         reference_motion = P.motion_from_reference_pt(args.ref_motion)
     if mode == P.Mode.A2V:
         wav, sr = media.load_audio(args.drive_audio, max_seconds=args.max_seconds)
-        forced_speech = P.encode_speech(vae, wav, sr, max_seconds=args.max_seconds, hooks=hooks)
+        forced_speech = P.encode_speech(models.get("whisperx_vae"), wav, sr, max_seconds=args.max_seconds, hooks=hooks)
     if mode == P.Mode.V2A:
         frames, fps = media.load_video_frames(args.drive_video, max_seconds=args.max_seconds, target_fps=FPS)
         forced_motion = P.encode_motion(liax, frames, FPS, max_seconds=args.max_seconds, hooks=hooks)
         if face is None:
             face = P.encode_face(liax, frames[0])
+    return dict(
+        voice=voice,
+        face=face,
+        reference_motion=reference_motion,
+        forced_speech=forced_speech,
+        forced_motion=forced_motion,
+    )
+
+
+def generate_one(models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks):
+    """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult."""
+    from talker_core import media
+    from talker_core import pipeline as P
+    from talker_core.types import FPS, SAMPLE_RATE
+
+    result = P.generate(models.get("talker"), request, hooks=hooks, **inputs)
+    audio = P.decode_speech(models.get("whisperx_vae"), result.speech)
+    if request.mode == P.Mode.SPEECH:
+        media.write_wav(out_path, audio, SAMPLE_RATE)
+    else:
+        liax = models.get("liax")
+        frames = P.render_motion(liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True)
+        media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from talker_core import pipeline as P
+    from talker_core.types import FPS
+
+    job = plan(args)
+    models = Models(args.models, args.device, args.dtype, args.attn)
+    models.require(job.need)
+    hooks = P.Hooks(progress=_Progress(args.quiet))
+    started = time.perf_counter()
+    for kind in sorted(job.need):
+        models.get(kind)
+    inputs = encode_inputs(args, job.mode, models, hooks)
     load_seconds = time.perf_counter() - started
 
-    outputs = _outputs(Path(args.out), len(requests))
-    for request, out_path in zip(requests, outputs):
+    outputs = _outputs(Path(args.out), len(job.requests))
+    for request, out_path in zip(job.requests, outputs, strict=True):
         t0 = time.perf_counter()
-        result = P.generate(
-            bundle,
-            request,
-            voice=voice,
-            face=face,
-            reference_motion=reference_motion,
-            forced_speech=forced_speech,
-            forced_motion=forced_motion,
-            hooks=hooks,
-        )
-        audio = P.decode_speech(vae, result.speech)
-        if mode == P.Mode.SPEECH:
-            media.write_wav(out_path, audio, SAMPLE_RATE)
-        else:
-            frames = P.render_motion(liax, face, result.motion, chunk=args.render_chunk, hooks=hooks, as_uint8=True)
-            media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        result = generate_one(models, request, inputs, out_path, args.render_chunk, hooks)
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS
         print(
             f"{out_path}: {seconds:.2f} s ({result.generated_seconds:.2f} s generated, "
             f"{result.segments} segment{'s' if result.segments != 1 else ''}) in {wall:.1f} s wall, "
-            f"RTF {wall / max(seconds, 1e-9):.2f} [{mode}, seed {request.seed}]"
+            f"RTF {wall / max(seconds, 1e-9):.2f} [{job.mode}, seed {request.seed}]"
         )
     log.info("model loading and reference encoding took %.1f s", load_seconds)
     return 0
