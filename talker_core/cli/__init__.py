@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
         "_run_convert",
     ),
     "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli.generate"),
+    "batch": Command("run many jobs from a JSON Lines file, resumable (locally or on Ray)", "talker_core.cli.batch"),
     "download": Command("fetch the released model files into a models folder", "talker_core.weights.download"),
 }
 
