@@ -13,14 +13,34 @@ Standard library only. Example, with ComfyUI listening on 127.0.0.1:8188:
   as ``extra_pnginfo``, so saved videos carry the editable graph, as when queued from the browser.
 - Outputs listed in ``/history`` (videos, audio, images) are downloaded into ``--out``; text
   payloads (our nodes' summary lines) are printed. Exit status 0 on success, 1 on an error.
+
+Many jobs over several ComfyUI servers (one prompt in flight per server):
+
+    python scripts/queue_workflow.py workflows_api/talker_t2av.json --jobs jobs.jsonl \
+        --server http://gpu1:8188 --server http://gpu2:8188 --out out/
+
+Each line of ``--jobs`` is one JSON object: ``name`` (the job's id; default ``line-N``),
+``workflow`` (optional: another API workflow, relative to the jobs file), ``inputs`` (files to
+upload: ``{"NAME": "PATH"}`` or ``["PATH", ...]``, relative to the jobs file) and ``set``
+(``{"NODE.INPUT": VALUE}``). A job's files are downloaded into ``OUT/NAME/``, and
+``OUT/manifest.jsonl`` records every job as the ``python -m talker_core batch`` command does
+(the same format and module): a rerun skips the jobs whose output is complete and redoes the
+rest; a server that stops answering is dropped and its job put back for the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import mimetypes
+import os
+import queue as queue_mod
+import re
+import shutil
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -80,9 +100,11 @@ def queue(server: str, prompt: dict, workflow: dict | None, client_id: str) -> s
     return reply["prompt_id"]
 
 
-def wait(server: str, prompt_id: str, timeout: float, poll: float = 1.0) -> dict:
+def wait(server: str, prompt_id: str, timeout: float, poll: float = 1.0, stop=None) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         history = json.loads(request(server, f"/history/{prompt_id}"))
         entry = history.get(prompt_id)
         if (
@@ -103,10 +125,249 @@ def download(server: str, item: dict, out: Path) -> Path:
     return dest
 
 
+# --------------------------------------------------------------------------- many jobs
+
+
+class Refused(Exception):
+    """ComfyUI answered but refused or failed the job: the job's fault, not the server's."""
+
+
+def _manifest_module():
+    # One manifest format for this script and the batch command: the pack's own stdlib-only module.
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from talker_core.batch import manifest
+
+    return manifest
+
+
+def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
+    """The jobs of a JOBS file; a line that cannot be used comes back with an ``error``."""
+    base = path.resolve().parent
+    jobs, seen = [], {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        job = {"id": f"line-{number}", "line": number}
+        jobs.append(job)
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object ({...} on one line)")
+        except (json.JSONDecodeError, ValueError) as exc:
+            job["error"] = f"not a JSON object: {exc}"
+            continue
+        unknown = sorted(set(obj) - {"name", "workflow", "inputs", "set"})
+        name = obj.get("name", job["id"])
+        if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
+            job["error"] = f"name must be a non-empty string without slashes, got {name!r}"
+            continue
+        job["id"] = name
+        if name in seen:
+            raise SystemExit(f"{path}: lines {seen[name]} and {number} are both job {name!r}; give each its own name")
+        seen[name] = number
+        workflow = obj.get("workflow")
+        workflow = (base / workflow) if workflow else default_workflow
+        inputs = obj.get("inputs", {})
+        if isinstance(inputs, list):
+            inputs = {Path(p).name: p for p in inputs}
+        problems = [f"unknown key {k!r} (a job takes name, workflow, inputs, set)" for k in unknown]
+        if workflow is None:
+            problems.append("no workflow: give one on the command line or as the job's workflow")
+        elif not workflow.is_file():
+            problems.append(f"workflow {workflow} does not exist")
+        if not isinstance(inputs, dict):
+            problems.append("inputs must be {NAME: PATH} or [PATH, ...]")
+            inputs = {}
+        files = {}
+        for stored, src in inputs.items():
+            src_path = Path(src) if Path(src).is_absolute() else base / src
+            if not src_path.is_file():
+                problems.append(f"input {src_path} does not exist")
+            files[stored] = str(src_path)
+        sets = obj.get("set", {})
+        if not isinstance(sets, dict):
+            problems.append('set must be {"NODE.INPUT": VALUE}')
+            sets = {}
+        if problems:
+            job["error"] = "; ".join(problems)
+            continue
+        job.update(workflow=str(workflow), inputs=files, set=sets)
+        definition = json.dumps({k: job[k] for k in ("workflow", "inputs", "set")}, sort_keys=True)
+        job["digest"] = hashlib.sha256(definition.encode()).hexdigest()[:16]
+    if not jobs:
+        raise SystemExit(f"jobs file {path} has no jobs (one JSON object per line)")
+    return jobs
+
+
+def run_queue_job(server: str, job: dict, out: Path, timeout: float, stop) -> dict:
+    """One job on one server: upload, queue, wait, download. Refused: the job failed; OSError: the server."""
+    prompt = json.loads(Path(job["workflow"]).read_text())
+    for node_input, value in job["set"].items():
+        node, _, name = node_input.partition(".")
+        if node not in prompt or not name:
+            raise Refused(f"set {node_input}: expected NODE.INPUT with NODE one of {sorted(prompt)}")
+        prompt[node]["inputs"][name] = value
+    for stored, src in job["inputs"].items():
+        upload(server, Path(src), stored)
+    ui_path = Path(job["workflow"]).resolve().parents[1] / "example_workflows" / Path(job["workflow"]).name
+    workflow = json.loads(ui_path.read_text()) if ui_path.is_file() else None
+    body = {"prompt": prompt, "client_id": uuid.uuid4().hex}
+    if workflow is not None:
+        body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+    try:
+        reply = json.loads(request(server, "/prompt", json.dumps(body).encode(), {"Content-Type": "application/json"}))
+    except urllib.error.HTTPError as err:
+        raise Refused(f"ComfyUI refused the prompt ({err.code}): {err.read().decode(errors='replace')[:500]}") from None
+    prompt_id = reply["prompt_id"]
+    try:
+        entry = wait(server, prompt_id, timeout, poll=0.2, stop=stop)
+    except KeyboardInterrupt:
+        for path, payload in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
+            with contextlib.suppress(OSError):
+                request(server, path, json.dumps(payload).encode(), {"Content-Type": "application/json"}, timeout=10)
+        raise
+    except SystemExit as exc:  # wait()'s timeout
+        raise Refused(str(exc)) from None
+    status = entry.get("status", {})
+    if status.get("status_str") != "success":
+        details = [
+            f"{kind}: node {data.get('node_id')} ({data.get('node_type')}): {data.get('exception_message', '')}".strip()
+            for kind, data in status.get("messages", [])
+            if kind in ("execution_error", "execution_interrupted")
+        ]
+        raise Refused("; ".join(details) or f"ComfyUI reported {status.get('status_str')!r}")
+    files, seconds = [], None
+    partial = out / f".{job['id']}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for outputs in entry.get("outputs", {}).values():
+        for text in outputs.get("text", []):
+            found = re.search(r"([0-9.]+) s generated", str(text))
+            seconds = float(found.group(1)) if found and seconds is None else seconds
+        for key in MEDIA_KEYS:
+            for item in outputs.get(key, []):
+                if isinstance(item, dict) and "filename" in item:
+                    files.append(download(server, item, partial))
+    if not files:
+        raise Refused("the workflow finished but saved no file (no Save node output in /history)")
+    final = out / job["id"]
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)  # the job's folder appears whole or not at all
+    files = [final / f.relative_to(partial) for f in files]
+    return {"output": str(files[0]), "files": [str(f) for f in files], "seconds": seconds, "prompt_id": prompt_id}
+
+
+def run_jobs(jobs: list[dict], servers: list[str], out: Path, timeout: float) -> int:
+    """Spread the jobs over the servers, one prompt in flight each; returns the exit status."""
+    manifest_mod = _manifest_module()
+    manifest = manifest_mod.Manifest(out)
+    lock = threading.Lock()
+    state = manifest.last_rows()
+    failed: list[str] = []
+    done: list[str] = []
+
+    def write(job_id, status, **fields):
+        with lock:
+            row = manifest.write(job_id, status, **fields)
+        head = f"{job_id}: {status}" + (f" on {fields.get('worker')}" if fields.get("worker") else "")
+        print(
+            head
+            + (
+                f" -> {fields['output']}" if status == "done" else f": {fields['error']}" if fields.get("error") else ""
+            ),
+            flush=True,
+        )
+        return row
+
+    todo: queue_mod.Queue = queue_mod.Queue()
+    skipped = 0
+    for job in jobs:
+        row = state.get(job["id"])
+        output = Path(row["output"]) if row and row.get("output") else None
+        if output is not None and manifest_mod.is_complete(row, output, job.get("digest")):
+            skipped += 1
+        elif job.get("error"):
+            write(job["id"], "failed", error=job["error"], line=job["line"])
+            failed.append(job["id"])
+        else:
+            todo.put(job)
+    stop = threading.Event()
+    alive = set(servers)
+
+    def serve(server: str) -> None:
+        while not stop.is_set():
+            try:
+                job = todo.get_nowait()
+            except queue_mod.Empty:
+                return
+            write(job["id"], "running", worker=server, line=job["line"])
+            t0 = time.monotonic()
+            try:
+                result = run_queue_job(server, job, out, timeout, stop)
+            except KeyboardInterrupt:
+                write(job["id"], "cancelled", worker=server, error="stopped by the user")
+                return
+            except Refused as exc:
+                write(job["id"], "failed", worker=server, error=str(exc), wall=time.monotonic() - t0)
+                with lock:
+                    failed.append(job["id"])
+                continue
+            except (OSError, ValueError, KeyError) as exc:  # the server went away or answered nonsense
+                write(job["id"], "crashed", worker=server, error=f"server {server} failed ({exc}); job put back")
+                todo.put(job)
+                with lock:
+                    alive.discard(server)
+                return
+            size = Path(result["output"]).stat().st_size
+            write(
+                job["id"], "done", worker=server, wall=time.monotonic() - t0, bytes=size, digest=job["digest"], **result
+            )
+            with lock:
+                done.append(job["id"])
+
+    threads = [threading.Thread(target=serve, args=(s,), name=f"queue {s}", daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        print("stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    left = todo.qsize()
+    print(
+        f"{len(jobs)} jobs: {len(done)} done, {skipped} already complete, {len(failed)} failed"
+        + (
+            f", {left} not run (no server left: {', '.join(sorted(set(servers) - alive))} stopped answering)"
+            if left
+            else ""
+        )
+        + f"; manifest {out / manifest_mod.MANIFEST_NAME}",
+        flush=True,
+    )
+    return 0 if not failed and not left else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workflow", type=Path, help="API-format workflow (workflows_api/*.json)")
-    ap.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
+    ap.add_argument(
+        "workflow",
+        type=Path,
+        nargs="?",
+        help="API-format workflow (workflows_api/*.json); with --jobs, the default one",
+    )
+    ap.add_argument(
+        "--server",
+        action="append",
+        default=None,
+        help="ComfyUI address (default http://127.0.0.1:8188); repeat with --jobs to spread the jobs",
+    )
+    ap.add_argument("--jobs", type=Path, default=None, help="JSON Lines file of jobs (see above)")
     ap.add_argument("--input", action="append", default=[], metavar="[NAME=]PATH", help="file to upload")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", help="override an input")
     ap.add_argument(
@@ -118,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out"), help="download folder (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait (default %(default)s)")
     args = ap.parse_args(argv)
+    servers = args.server or ["http://127.0.0.1:8188"]
+    if args.jobs is not None:
+        if args.input or args.set:
+            ap.error("--input and --set apply to one workflow; in --jobs mode give them per job")
+        return run_jobs(load_queue_jobs(args.jobs, args.workflow), servers, args.out, args.timeout)
+    if args.workflow is None:
+        ap.error("give a workflow (or --jobs)")
+    if len(servers) > 1:
+        ap.error("several --server addresses need --jobs")
+    args.server = servers[0]
 
     prompt = json.loads(args.workflow.read_text())
     ui_path = args.workflow_ui or args.workflow.resolve().parents[1] / "example_workflows" / args.workflow.name
