@@ -11,6 +11,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" 2>&1 | grep -v "is ignored: it is neither" || true
-"$PY" -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+"$PY" -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -r requirements-ray.txt 2>&1 | grep -v "is ignored: it is neither" || true
 "$PY" -c "import torch, transformers, av, imageio_ffmpeg; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests

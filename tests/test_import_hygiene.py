@@ -48,7 +48,8 @@ host = sorted(
     m for m in sys.modules
     if m.split(".")[0] in ("comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "execution", "nodes")
 )
-print(json.dumps({"modules": names, "failed": failed, "before": before, "after": after, "host": host}))
+optional = sorted(m for m in sys.modules if m.split(".")[0] in ("ray",))
+print(json.dumps({"modules": names, "failed": failed, "before": before, "after": after, "host": host, "optional": optional}))
 """
 
 
@@ -59,6 +60,8 @@ def test_importing_every_module_leaves_the_host_alone():
     assert len(report["modules"]) > 10
     assert report["failed"] == {}
     assert report["host"] == [], "talker_core imported ComfyUI modules"
+    assert report["optional"] == [], "importing talker_core imported an optional extra (Ray is for batch --ray only)"
+    assert "talker_core.batch.ray_runner" in report["modules"]
     changed = {k: (v, report["after"][k]) for k, v in report["before"].items() if report["after"][k] != v}
     assert changed == {}, f"importing talker_core changed global state: {changed}"
 

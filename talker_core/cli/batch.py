@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="auto|ADDRESS",
         default=None,
         help="run on a Ray cluster: auto joins the one this machine is part of or starts a local one; "
-        "ADDRESS is a cluster address (ray://host:10001 or host:6379). Outputs and inputs must be on paths "
+        "local always starts a fresh local one; ADDRESS is a cluster address (ray://host:10001 or host:6379). Outputs and inputs must be on paths "
         "every node sees",
     )
     r.add_argument(
