@@ -22,7 +22,9 @@ Many jobs over several ComfyUI servers (one prompt in flight per server):
 Each line of ``--jobs`` is one JSON object: ``name`` (the job's id; default ``line-N``),
 ``workflow`` (optional: another API workflow, relative to the jobs file), ``inputs`` (files to
 upload: ``{"NAME": "PATH"}`` or ``["PATH", ...]``, relative to the jobs file) and ``set``
-(``{"NODE.INPUT": VALUE}``). A job's files are downloaded into ``OUT/NAME/``, and
+(``{"NODE.INPUT": VALUE}``); or the batch command's job keys (``text``, ``text_file``, ``seed``,
+``steps``, ... set on the TalkerSampler; ``ref_audio``, ``ref_image``, ``ref_video``,
+``drive_audio``, ``drive_video`` uploaded to the workflow's one Load node of their kind). A job's files are downloaded into ``OUT/NAME/``, and
 ``OUT/manifest.jsonl`` records every job as the ``python -m talker_core batch`` command does
 (the same format and module): a rerun skips the jobs whose output is complete and redoes the
 rest; a server that stops answering is dropped and its job put back for the others.
@@ -142,6 +144,33 @@ def _manifest_module():
     return manifest
 
 
+# The batch command's job keys that have a place in our workflows: sampler settings go to the
+# TalkerSampler node, media files to the one Load node of their kind (uploaded under a name
+# derived from their content). "mode" and "output" are the batch command's; here the workflow
+# decides the mode and the files land in OUT/NAME/, so they are accepted and not used.
+SAMPLER_KEYS = (
+    "text",
+    "seed",
+    "steps",
+    "cfg",
+    "temperature",
+    "sway",
+    "stop_threshold",
+    "max_seconds",
+    "prefix_seconds",
+    "segment_prefix_seconds",
+    "speech_only",
+)
+FILE_KEYS = {
+    "ref_audio": ("LoadAudio", "audio"),
+    "drive_audio": ("LoadAudio", "audio"),
+    "ref_image": ("LoadImage", "image"),
+    "ref_video": ("LoadVideo", "file"),
+    "drive_video": ("LoadVideo", "file"),
+}
+QUEUE_KEYS = ("name", "workflow", "inputs", "set", "text_file", "mode", "output")
+
+
 def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
     """The jobs of a JOBS file; a line that cannot be used comes back with an ``error``."""
     base = path.resolve().parent
@@ -158,7 +187,8 @@ def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
         except (json.JSONDecodeError, ValueError) as exc:
             job["error"] = f"not a JSON object: {exc}"
             continue
-        unknown = sorted(set(obj) - {"name", "workflow", "inputs", "set"})
+        obj = {str(k).replace("-", "_"): v for k, v in obj.items()}
+        unknown = sorted(set(obj) - set(QUEUE_KEYS) - set(SAMPLER_KEYS) - set(FILE_KEYS))
         name = obj.get("name", job["id"])
         if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
             job["error"] = f"name must be a non-empty string without slashes, got {name!r}"
@@ -172,7 +202,26 @@ def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
         inputs = obj.get("inputs", {})
         if isinstance(inputs, list):
             inputs = {Path(p).name: p for p in inputs}
-        problems = [f"unknown key {k!r} (a job takes name, workflow, inputs, set)" for k in unknown]
+        problems = [
+            f"unknown key {k!r} (a job takes {', '.join(QUEUE_KEYS + SAMPLER_KEYS + tuple(FILE_KEYS))})"
+            for k in unknown
+        ]
+        sampler = {k: obj[k] for k in SAMPLER_KEYS if k in obj}
+        if obj.get("text_file"):
+            text_path = Path(obj["text_file"]) if Path(obj["text_file"]).is_absolute() else base / obj["text_file"]
+            if "text" in sampler:
+                problems.append("give text or text_file, not both")
+            elif not text_path.is_file():
+                problems.append(f"text_file {text_path} does not exist")
+            else:
+                sampler["text"] = text_path.read_text(encoding="utf-8")
+        media = {}
+        for key in FILE_KEYS:
+            if key in obj:
+                media_path = Path(obj[key]) if Path(obj[key]).is_absolute() else base / obj[key]
+                if not media_path.is_file():
+                    problems.append(f"{key} {media_path} does not exist")
+                media[key] = str(media_path)
         if workflow is None:
             problems.append("no workflow: give one on the command line or as the job's workflow")
         elif not workflow.is_file():
@@ -193,8 +242,8 @@ def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
         if problems:
             job["error"] = "; ".join(problems)
             continue
-        job.update(workflow=str(workflow), inputs=files, set=sets)
-        definition = json.dumps({k: job[k] for k in ("workflow", "inputs", "set")}, sort_keys=True)
+        job.update(workflow=str(workflow), inputs=files, set=sets, sampler=sampler, media=media)
+        definition = json.dumps({k: job[k] for k in ("workflow", "inputs", "set", "sampler", "media")}, sort_keys=True)
         job["digest"] = hashlib.sha256(definition.encode()).hexdigest()[:16]
     if not jobs:
         raise SystemExit(f"jobs file {path} has no jobs (one JSON object per line)")
@@ -204,6 +253,28 @@ def load_queue_jobs(path: Path, default_workflow: Path | None) -> list[dict]:
 def run_queue_job(server: str, job: dict, out: Path, timeout: float, stop) -> dict:
     """One job on one server: upload, queue, wait, download. Refused: the job failed; OSError: the server."""
     prompt = json.loads(Path(job["workflow"]).read_text())
+    workflow_name = Path(job["workflow"]).name
+
+    def the_node(class_type: str, key: str) -> str:
+        nodes = [k for k, v in prompt.items() if v.get("class_type") == class_type]
+        if len(nodes) != 1:
+            raise Refused(
+                f"{key}: workflow {workflow_name} has {len(nodes)} {class_type} nodes, not one; "
+                'use "inputs" and "set" to say which input gets what'
+            )
+        return nodes[0]
+
+    for key, value in job["sampler"].items():
+        node = the_node("TalkerSampler", key)
+        if key not in prompt[node]["inputs"]:
+            raise Refused(f"{key}: the TalkerSampler of workflow {workflow_name} has no input {key}")
+        prompt[node]["inputs"][key] = value
+    for key, src in job["media"].items():
+        class_type, field = FILE_KEYS[key]
+        node = the_node(class_type, key)
+        data = Path(src).read_bytes()
+        stored = upload(server, Path(src), f"talker_{hashlib.sha256(data).hexdigest()[:16]}{Path(src).suffix.lower()}")
+        prompt[node]["inputs"][field] = stored
     for node_input, value in job["set"].items():
         node, _, name = node_input.partition(".")
         if node not in prompt or not name:

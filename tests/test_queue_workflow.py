@@ -209,3 +209,32 @@ def test_a_server_that_stops_answering_hands_its_job_to_the_other(servers, tmp_p
     assert all(r["worker"] == servers[0].url for r in rows if r["status"] == "done")
     assert len(servers[0].prompts) == 3
     servers.remove(dead)  # already closed
+
+
+def test_batch_style_job_lines_fill_the_sampler_and_load_nodes(servers, tmp_path):
+    qw = _script()
+    (tmp_path / "face.png").write_bytes(b"face")
+    (tmp_path / "voice.wav").write_bytes(b"voice")
+    (tmp_path / "words.txt").write_text("Words from a file.", encoding="utf-8")
+    lines = [
+        {"name": "a", "text": "Batch style.", "seed": 7, "steps": 4, "ref_audio": "voice.wav", "ref_image": "face.png"},
+        {"name": "b", "text_file": "words.txt", "ref_audio": "voice.wav", "ref_image": "face.png", "output": "x.mp4"},
+        {"name": "c", "text": "No such input.", "drive_video": "face.png"},  # t2av has no LoadVideo node
+        {"name": "d", "text": "x", "colour": "red"},
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = tmp_path / "out"
+    argv = [str(ROOT / "workflows_api" / "talker_t2av.json"), "--jobs", str(jobs), "--out", str(out)]
+    assert qw.main([*argv, "--server", servers[0].url]) == 1
+    (prompt_a, prompt_b) = servers[0].prompts
+    assert prompt_a["9"]["inputs"]["text"] == "Batch style."
+    assert (prompt_a["9"]["inputs"]["seed"], prompt_a["9"]["inputs"]["steps"]) == (7, 4)
+    assert prompt_b["9"]["inputs"]["text"] == "Words from a file."
+    image, audio = prompt_a["6"]["inputs"]["image"], prompt_a["5"]["inputs"]["audio"]
+    assert image.startswith("talker_") and image.endswith(".png") and audio.endswith(".wav") and image != audio
+    assert image in servers[0].uploads and audio in servers[0].uploads
+    state = {r["job"]: r for r in _rows(out)}
+    assert state["a"]["status"] == "done" and state["b"]["status"] == "done"
+    assert state["c"]["status"] == "failed" and "0 LoadVideo nodes" in state["c"]["error"]
+    assert state["d"]["status"] == "failed" and "unknown key 'colour'" in state["d"]["error"]
