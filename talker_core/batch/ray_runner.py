@@ -195,13 +195,15 @@ def run_ray(
                     summary.failed.append((job.id, row["error"]))
                 idle.append(actor)
         except KeyboardInterrupt:
-            for kind, _actor, job in inflight.values():
-                if kind == "job":
-                    emit(manifest.write(job.id, CANCELLED, output=str(job.output), error="stopped by the user"))
             summary.cancelled = True
         finally:
             for entry in list(inflight.values()) + [(None, a, None) for a in idle]:
                 ray.kill(entry[1], no_restart=True)
+            if summary.cancelled:  # the workers are gone: record their jobs and remove what they left
+                for kind, _actor, job in inflight.values():
+                    if kind == "job":
+                        partial_path(job.output).unlink(missing_ok=True)
+                        emit(manifest.write(job.id, CANCELLED, output=str(job.output), error="stopped by the user"))
     finally:
         ray.shutdown()
     summary.wall = time.perf_counter() - started
