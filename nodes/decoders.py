@@ -7,9 +7,11 @@ import time
 from comfy_api.latest import io
 
 from . import host
+from .compat import schema_extras
 from .plot import summary_ui
 from .sockets import (
     CATEGORY,
+    SEARCH_ALIASES,
     TalkerCodec,
     TalkerFace,
     TalkerFaceModel,
@@ -23,11 +25,12 @@ class TalkerDecodeSpeech(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerDecodeSpeech",
-            display_name="Talker-T2AV Decode Speech",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerDecodeSpeech"]),
+            display_name="Decode Speech",
             category=f"{CATEGORY}/decode",
             description="Speech latents → 24 kHz mono AUDIO (feed Create Video's audio, Save Audio or Preview Audio).",
             inputs=[
-                TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
+                TalkerCodec.Input("codec", tooltip="From Load Speech Codec."),
                 TalkerSpeech.Input(
                     "speech", tooltip="Speech latents (from the sampler, an encoder or a latents file)."
                 ),
@@ -51,13 +54,14 @@ class TalkerRenderVideo(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerRenderVideo",
-            display_name="Talker-T2AV Render Video",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerRenderVideo"], has_intermediate_output=True),
+            display_name="Render Video",
             category=f"{CATEGORY}/decode",
             description="Motion codes + a face → 512×512 frames at 25 fps. Connect images and fps to Create Video "
             "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow.",
             inputs=[
-                TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
-                TalkerFace.Input("face", tooltip="The face to animate (Talker-T2AV Encode Face)."),
+                TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
+                TalkerFace.Input("face", tooltip="The face to animate (Encode Face)."),
                 TalkerMotion.Input("motion", tooltip="Motion codes (from the sampler, an encoder or a latents file)."),
                 io.Int.Input(
                     "chunk",
@@ -86,7 +90,7 @@ class TalkerRenderVideo(io.ComfyNode):
                 "turn speech_only off to get a video, or render a motion from an encoder or a file"
             )
         if face is None:
-            raise ValueError("face is empty: connect Talker-T2AV Encode Face")
+            raise ValueError("face is empty: connect Encode Face")
         liax = face_model.ready()
         start = time.perf_counter()
         with host.interruptible():

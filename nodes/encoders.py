@@ -7,8 +7,10 @@ import logging
 from comfy_api.latest import io
 
 from . import host
+from .compat import schema_extras
 from .sockets import (
     CATEGORY,
+    SEARCH_ALIASES,
     TalkerCodec,
     TalkerFace,
     TalkerFaceModel,
@@ -26,13 +28,14 @@ class TalkerEncodeVoice(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerEncodeVoice",
-            display_name="Talker-T2AV Encode Voice",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerEncodeVoice"]),
+            display_name="Encode Voice",
             category=f"{CATEGORY}/encode",
             description="A reference recording → the voice to clone: its speaker embedding (timbre) and speech "
             "latents (used as a prosody prefix when the sampler's prefix_seconds > 0).",
             inputs=[
-                TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
-                TalkerSpeakerEncoder.Input("speaker_encoder", tooltip="From Talker-T2AV Load Speaker Encoder."),
+                TalkerCodec.Input("codec", tooltip="From Load Speech Codec."),
+                TalkerSpeakerEncoder.Input("speaker_encoder", tooltip="From Load Speaker Encoder."),
                 io.Audio.Input(
                     "audio",
                     tooltip="Clean speech of the voice to clone, 3-10 s works best (any rate, "
@@ -65,12 +68,13 @@ class TalkerEncodeSpeech(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerEncodeSpeech",
-            display_name="Talker-T2AV Encode Speech",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerEncodeSpeech"]),
+            display_name="Encode Speech",
             category=f"{CATEGORY}/encode",
             description="Driving audio → speech latents, for audio-driven video (A2V): connect to the sampler's "
             "forced_speech input.",
             inputs=[
-                TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
+                TalkerCodec.Input("codec", tooltip="From Load Speech Codec."),
                 io.Audio.Input("audio", tooltip="The speech the face should say (any rate and length; mixed to mono)."),
                 io.Float.Input(
                     "max_seconds",
@@ -101,13 +105,14 @@ class TalkerEncodeFace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerEncodeFace",
-            display_name="Talker-T2AV Encode Face",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerEncodeFace"]),
+            display_name="Encode Face",
             category=f"{CATEGORY}/encode",
             description="A face image → the identity to animate. Non-square images are centre-cropped and "
             "resized to 512×512; a front-facing, head-and-shoulders crop works best. From a batch "
             "(e.g. video frames), the frame at frame_index is used.",
             inputs=[
-                TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
+                TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
                 io.Image.Input("image", tooltip="The face (IMAGE). With a batch, one frame is picked by frame_index."),
                 io.Int.Input(
                     "frame_index",
@@ -130,7 +135,7 @@ class TalkerEncodeFace(io.ComfyNode):
                     f"frame_index {frame_index} is out of range: the image batch has {image.shape[0]} frame(s)"
                 )
             if image.shape[0] > 1:
-                log.info("Talker-T2AV Encode Face: using frame %d of a batch of %d", frame_index, image.shape[0])
+                log.info("Encode Face: using frame %d of a batch of %d", frame_index, image.shape[0])
             image = image[frame_index]
         face = encode_face(face_model.ready(), image)
         return io.NodeOutput(host.identity_to_cpu(face))
@@ -141,14 +146,15 @@ class TalkerEncodeMotion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerEncodeMotion",
-            display_name="Talker-T2AV Encode Motion",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerEncodeMotion"]),
+            display_name="Encode Motion",
             category=f"{CATEGORY}/encode",
             description="Video frames of a talking face → motion codes at 25 fps (frames are picked on a 25 fps "
             "clock from the given rate). Use for dubbing (sampler forced_motion, V2A) or as the "
             "style reference (sampler reference_motion). Load a clip with Load Video → Get Video "
             "Components.",
             inputs=[
-                TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
+                TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
                 io.Image.Input("images", tooltip="The clip's frames (IMAGE batch), one face, roughly centred."),
                 io.Float.Input(
                     "fps",

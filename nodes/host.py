@@ -7,6 +7,7 @@ over :mod:`talker_core` (which never imports ComfyUI).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -59,15 +60,37 @@ def backbone_folders() -> list[str]:
     return sorted(folders)
 
 
-def weight_files(default: str, extensions: tuple[str, ...]) -> list[str]:
-    """Combo options for a single-file model: ``default`` first, then every other candidate.
+def weight_files(kind: str, default: str, extensions: tuple[str, ...]) -> list[str]:
+    """Combo options for a single-file model: ``default`` first, then every other file of ``kind``.
 
-    Files inside backbone folders are left out. ``default`` is always listed so that a
-    fresh install shows the expected name (and ``download_if_missing`` can fetch it).
+    Files inside backbone folders are left out, and so are files whose header (or, where the
+    header cannot tell, name) shows another component: the Face Model list offers no speaker
+    encoder. Files nothing can be told about stay listed. ``default`` is always listed so that
+    a fresh install shows the expected name (and ``download_if_missing`` can fetch it).
     """
     skip = tuple(folder + "/" for folder in backbone_folders())
-    found = [f for f in model_files() if f.lower().endswith(extensions) and not f.startswith(skip)]
-    return [default] + sorted(f for f in found if f != default)
+    found = []
+    for f in model_files():
+        if f == default or not f.lower().endswith(extensions) or f.startswith(skip):
+            continue
+        path = find_model_path(f)
+        other = _sniff(path, *_stat(path)) if path else None
+        if other is None or other == kind:
+            found.append(f)
+    return [default] + sorted(found)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=256)
+def _sniff(path: str, size: int, mtime_ns: int) -> Optional[str]:
+    """The component a file holds (cached per path, size and modification time: lists are rebuilt often)."""
+    from talker_core.weights.loaders import sniff_kind
+
+    return sniff_kind(path)
 
 
 def find_model_path(name: str, folder: bool = False) -> Optional[str]:

@@ -20,8 +20,9 @@ import struct
 import folder_paths
 from comfy_api.latest import io
 
+from .compat import schema_extras
 from .plot import summary_ui
-from .sockets import CATEGORY, TalkerMotion, TalkerSpeech
+from .sockets import CATEGORY, SEARCH_ALIASES, TalkerMotion, TalkerSpeech
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,19 @@ def _metadata(kind: str, frames: int, prompt, extra_pnginfo) -> dict:
 
 
 def save(kind: str, tensor, filename_prefix: str, prompt, extra_pnginfo) -> tuple[str, str]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     out_dir = folder_paths.get_output_directory()
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
     file = f"{name}_{counter:05}_.safetensors"
-    save_file(
+    data = save_bytes(
         {TENSOR_NAME[kind]: tensor.detach().float().cpu().contiguous()},
-        os.path.join(folder, file),
         metadata=_metadata(kind, int(tensor.shape[0]), prompt, extra_pnginfo),
     )
+    # A plain open(): the file gets the mode ComfyUI's own outputs get (the umask's), where
+    # safetensors' save_file would make it 0600.
+    with open(os.path.join(folder, file), "wb") as f:
+        f.write(data)
     return file, subfolder
 
 
@@ -113,15 +117,28 @@ def _prefix_input(default: str) -> io.String.Input:
     )
 
 
+def empty_choice(kind: str) -> str:
+    """The one entry of a Load Latents list while no file of ``kind`` exists (a fresh install)."""
+    return f"(no {kind} latents saved yet)"
+
+
 def _file_input(kind: str) -> io.Combo.Input:
+    files = list_files(kind)
     return io.Combo.Input(
         "file",
-        options=list_files(kind),
-        tooltip=f"A {kind} file from the input folder, or one saved earlier from the output folder (marked [output]).",
+        options=files or [empty_choice(kind)],
+        default=files[0] if files else empty_choice(kind),
+        tooltip=f"A {kind} file from the input folder, or one saved earlier from the output folder (marked [output]). "
+        f"Files appear here after Save {kind.capitalize()} Latents has run (refresh the page or press R).",
     )
 
 
-def _check_file(file: str):
+def _check_file(kind: str, file: str):
+    if file == empty_choice(kind):
+        return (
+            f"no {kind} latents file yet: run a workflow with Save {kind.capitalize()} Latents first (it writes "
+            f"to ComfyUI's output folder), then refresh (R) and pick the file here"
+        )
     if not folder_paths.exists_annotated_filepath(file):
         return f"latents file not found: {file}"
     return True
@@ -137,7 +154,8 @@ class TalkerSaveSpeechLatents(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerSaveSpeechLatents",
-            display_name="Talker-T2AV Save Speech Latents",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerSaveSpeechLatents"]),
+            display_name="Save Speech Latents",
             category=f"{CATEGORY}/latents",
             description="Saves speech latents to output/ as .safetensors (reload with Load Speech Latents).",
             inputs=[TalkerSpeech.Input("speech", tooltip="Speech latents to keep."), _prefix_input("talker/speech")],
@@ -160,7 +178,8 @@ class TalkerSaveMotionLatents(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerSaveMotionLatents",
-            display_name="Talker-T2AV Save Motion Latents",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerSaveMotionLatents"]),
+            display_name="Save Motion Latents",
             category=f"{CATEGORY}/latents",
             description="Saves motion codes to output/ as .safetensors (reload with Load Motion Latents).",
             inputs=[TalkerMotion.Input("motion", tooltip="Motion codes to keep."), _prefix_input("talker/motion")],
@@ -183,7 +202,8 @@ class TalkerLoadSpeechLatents(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerLoadSpeechLatents",
-            display_name="Talker-T2AV Load Speech Latents",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadSpeechLatents"]),
+            display_name="Load Speech Latents",
             category=f"{CATEGORY}/latents",
             description="Loads speech latents saved by Save Speech Latents (input/ or output/).",
             inputs=[_file_input("speech")],
@@ -192,7 +212,7 @@ class TalkerLoadSpeechLatents(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, file):
-        return _check_file(file)
+        return _check_file("speech", file)
 
     @classmethod
     def fingerprint_inputs(cls, file):
@@ -210,7 +230,8 @@ class TalkerLoadMotionLatents(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerLoadMotionLatents",
-            display_name="Talker-T2AV Load Motion Latents",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadMotionLatents"]),
+            display_name="Load Motion Latents",
             category=f"{CATEGORY}/latents",
             description="Loads motion codes saved by Save Motion Latents (input/ or output/).",
             inputs=[_file_input("motion")],
@@ -219,7 +240,7 @@ class TalkerLoadMotionLatents(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, file):
-        return _check_file(file)
+        return _check_file("motion", file)
 
     @classmethod
     def fingerprint_inputs(cls, file):

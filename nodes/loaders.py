@@ -19,8 +19,10 @@ import os
 from comfy_api.latest import io
 
 from . import host
+from .compat import schema_extras
 from .sockets import (
     CATEGORY,
+    SEARCH_ALIASES,
     TalkerCodec,
     TalkerFaceModel,
     TalkerModel,
@@ -98,7 +100,8 @@ class TalkerLoadModel(io.ComfyNode):
         release = _release_name("talker")
         return io.Schema(
             node_id="TalkerLoadModel",
-            display_name="Talker-T2AV Load Model",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadModel"]),
+            display_name="Load Model",
             category=f"{CATEGORY}/loaders",
             description="Loads the Talker-T2AV backbone and heads (a folder with model.safetensors and the "
             "tokenizer) from models/talker_t2av.",
@@ -150,7 +153,7 @@ class _SingleFileLoader(io.ComfyNode):
     def _file_input(cls, tooltip: str) -> io.Combo.Input:
         release = _release_name(cls.KIND)
         return io.Combo.Input(
-            "file", options=host.weight_files(release, cls.EXTENSIONS), default=release, tooltip=tooltip
+            "file", options=host.weight_files(cls.KIND, release, cls.EXTENSIONS), default=release, tooltip=tooltip
         )
 
     @classmethod
@@ -173,7 +176,8 @@ class TalkerLoadCodec(_SingleFileLoader):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerLoadCodec",
-            display_name="Talker-T2AV Load Speech Codec (WhisperX-VAE)",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadCodec"]),
+            display_name="Load Speech Codec (WhisperX-VAE)",
             category=f"{CATEGORY}/loaders",
             description="Loads the WhisperX-VAE speech codec: audio ↔ 25 Hz speech latents, 24 kHz output.",
             inputs=[
@@ -201,7 +205,8 @@ class TalkerLoadFaceModel(_SingleFileLoader):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerLoadFaceModel",
-            display_name="Talker-T2AV Load Face Model (LIA-X)",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadFaceModel"]),
+            display_name="Load Face Model (LIA-X)",
             category=f"{CATEGORY}/loaders",
             description="Loads LIA-X, which encodes faces and motion and renders 512×512 frames from motion.",
             inputs=[
@@ -233,7 +238,8 @@ class TalkerLoadSpeakerEncoder(_SingleFileLoader):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerLoadSpeakerEncoder",
-            display_name="Talker-T2AV Load Speaker Encoder (WavLM)",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadSpeakerEncoder"]),
+            display_name="Load Speaker Encoder (WavLM)",
             category=f"{CATEGORY}/loaders",
             description="Loads the WavLM-Large + ECAPA-TDNN speaker encoder (the voice's 256-d timbre embedding).",
             inputs=[

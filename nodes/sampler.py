@@ -15,15 +15,19 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import host
+from .compat import advanced, schema_extras
 from .plot import motion_plot, summary_ui
 from .sockets import (
     CATEGORY,
+    SEARCH_ALIASES,
     TalkerFace,
     TalkerModel,
     TalkerMotion,
     TalkerSpeech,
     TalkerVoice,
 )
+
+_UNCONNECTED = object()  # validate_inputs: an optional input that is not connected
 
 MODE_NAMES = {"t2av": "T2AV", "a2v": "A2V", "v2a": "V2A", "speech": "speech only"}
 
@@ -58,10 +62,10 @@ def check_inputs(mode: str, text: str, voice, face, reference_motion, prefix_sec
     if mode in (Mode.T2AV, Mode.SPEECH) and not (text or "").strip():
         raise ValueError(f"text is empty: {name} needs the words to speak")
     if mode in (Mode.T2AV, Mode.V2A, Mode.SPEECH) and voice is None:
-        raise ValueError(f"voice is not connected: {name} needs a reference voice (Talker-T2AV Encode Voice)")
+        raise ValueError(f"voice is not connected: {name} needs a reference voice (Encode Voice)")
     if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
         raise ValueError(
-            f"face is not connected: {name} makes a video and needs a face (Talker-T2AV Encode Face); "
+            f"face is not connected: {name} makes a video and needs a face (Encode Face); "
             "for audio only, turn speech_only on"
         )
     if prefix_seconds > 0 and voice is None:
@@ -73,42 +77,41 @@ class TalkerSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerSampler",
-            display_name="Talker-T2AV Sampler",
+            display_name="Speech + Motion Sampler",
             category=CATEGORY,
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerSampler"], has_intermediate_output=True),
             description="Generates speech and face motion together from text, a reference voice and a face. "
             "Connect forced_speech for audio-driven video (A2V), forced_motion for dubbing (V2A), or "
             "turn speech_only on for speech alone. Text longer than one segment (30 s) is generated "
             "in segments, each continuing the previous one.",
             inputs=[
-                TalkerModel.Input("model", tooltip="From Talker-T2AV Load Model."),
+                TalkerModel.Input("model", tooltip="From Load Model."),
                 TalkerVoice.Input(
                     "voice",
                     optional=True,
-                    tooltip="The voice to clone (Talker-T2AV Encode Voice). Needed except in A2V.",
+                    tooltip="The voice to clone (Encode Voice). Needed except in A2V.",
                 ),
                 TalkerFace.Input(
                     "face",
                     optional=True,
-                    tooltip="The face (Talker-T2AV Encode Face). Needed for T2AV and A2V; not for "
-                    "speech only or dubbing.",
+                    tooltip="The face (Encode Face). Needed for T2AV and A2V; not for speech only or dubbing.",
                 ),
                 TalkerMotion.Input(
                     "reference_motion",
                     optional=True,
-                    tooltip="Motion of the reference clip (Talker-T2AV Encode Motion). With "
+                    tooltip="Motion of the reference clip (Encode Motion). With "
                     "prefix_seconds > 0 it is the motion prefix (style cloning); its first "
                     "frame also sets the starting pose.",
                 ),
                 TalkerSpeech.Input(
                     "forced_speech",
                     optional=True,
-                    tooltip="Speech to lip-sync to (Talker-T2AV Encode Speech): audio-driven video "
-                    "(A2V). Only motion is sampled.",
+                    tooltip="Speech to lip-sync to (Encode Speech): audio-driven video (A2V). Only motion is sampled.",
                 ),
                 TalkerMotion.Input(
                     "forced_motion",
                     optional=True,
-                    tooltip="Motion to dub (Talker-T2AV Encode Motion of a silent clip, or a saved "
+                    tooltip="Motion to dub (Encode Motion of a silent clip, or a saved "
                     "motion): video-to-audio (V2A). Only speech is sampled.",
                 ),
                 io.String.Input(
@@ -157,6 +160,7 @@ class TalkerSampler(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "sway",
+                    **advanced(io.Float.Input),
                     default=1.0,
                     min=-1.0,
                     max=2.0,
@@ -166,11 +170,13 @@ class TalkerSampler(io.ComfyNode):
                 ),
                 io.Boolean.Input(
                     "cfg_zero_star",
+                    **advanced(io.Boolean.Input),
                     default=True,
                     tooltip="CFG-Zero*: skip the first step and rescale guidance (as in the reference).",
                 ),
                 io.Float.Input(
                     "stop_threshold",
+                    **advanced(io.Float.Input),
                     default=0.5,
                     min=0.01,
                     max=1.0,
@@ -201,12 +207,14 @@ class TalkerSampler(io.ComfyNode):
                 ),
                 io.Boolean.Input(
                     "include_prefix",
+                    **advanced(io.Boolean.Input),
                     default=True,
                     tooltip="Keep the reference prefix at the start of the outputs (as the reference "
                     "implementation does); off: return only the newly generated part.",
                 ),
                 io.Float.Input(
                     "segment_prefix_seconds",
+                    **advanced(io.Float.Input),
                     default=2.0,
                     min=0.0,
                     max=10.0,
@@ -217,21 +225,30 @@ class TalkerSampler(io.ComfyNode):
                 ),
             ],
             outputs=[
-                TalkerSpeech.Output(
-                    "speech", display_name="speech", tooltip="Speech latents (Talker-T2AV Decode Speech → AUDIO)."
-                ),
+                TalkerSpeech.Output("speech", display_name="speech", tooltip="Speech latents (Decode Speech → AUDIO)."),
                 TalkerMotion.Output(
                     "motion",
                     display_name="motion",
-                    tooltip="Motion codes (Talker-T2AV Render Video → IMAGE); empty in speech only.",
+                    tooltip="Motion codes (Render Video → IMAGE); empty in speech only.",
                 ),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, text=None, speech_only=None):
-        if speech_only is True and isinstance(text, str) and not text.strip():
+    def validate_inputs(cls, text=None, speech_only=None, forced_speech=_UNCONNECTED, forced_motion=_UNCONNECTED):
+        """Refuse an empty text at queue time where the mode needs words (T2AV, speech only).
+
+        ComfyUI passes a linked input to ``validate_inputs`` as None (its value is not known
+        yet) and leaves an unconnected optional input out, so the defaults here tell a
+        connected forced stream (A2V/V2A: text optional or checked at run time) from none.
+        A linked ``text`` arrives as None and is checked at run time.
+        """
+        if not isinstance(text, str) or text.strip():
+            return True
+        if speech_only is True:
             return "text is empty: speech only needs the words to speak"
+        if speech_only is False and forced_speech is _UNCONNECTED and forced_motion is _UNCONNECTED:
+            return "text is empty: T2AV needs the words to speak (or connect forced_speech for audio-driven video)"
         return True
 
     @classmethod

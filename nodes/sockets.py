@@ -26,3 +26,23 @@ TalkerFace = io.Custom("TALKER_FACE")
 TalkerMotion = io.Custom("TALKER_MOTION")
 
 CATEGORY = "Talker-T2AV"
+
+# Words users search for (newer cores match them in the node search; older ones ignore them).
+_TALKING = ["talking head", "talking face", "avatar", "lip sync"]
+SEARCH_ALIASES: dict[str, list[str]] = {
+    "TalkerSampler": [*_TALKING, "tts", "text to speech", "voice clone", "dubbing", "talker"],
+    "TalkerLoadModel": ["talker", "talking head", "tts", "lip sync"],
+    "TalkerLoadCodec": ["whisperx vae", "speech codec", "audio vae"],
+    "TalkerLoadFaceModel": ["lia-x", "liax", "face animation", "talking head"],
+    "TalkerLoadSpeakerEncoder": ["wavlm", "ecapa", "speaker embedding", "voice clone"],
+    "TalkerEncodeVoice": ["voice clone", "reference voice", "speaker embedding", "tts"],
+    "TalkerEncodeSpeech": ["lip sync", "audio driven", "audio to video"],
+    "TalkerEncodeFace": ["avatar", "portrait", "talking head", "reference face"],
+    "TalkerEncodeMotion": ["dubbing", "head motion", "motion capture", "video to audio"],
+    "TalkerDecodeSpeech": ["tts", "speech audio", "vae decode audio"],
+    "TalkerRenderVideo": [*_TALKING, "render frames"],
+    "TalkerSaveSpeechLatents": ["save speech", "keep voice"],
+    "TalkerSaveMotionLatents": ["save motion", "keep motion", "dubbing"],
+    "TalkerLoadSpeechLatents": ["load speech", "lip sync"],
+    "TalkerLoadMotionLatents": ["load motion", "dubbing"],
+}

@@ -66,7 +66,19 @@ def _release_stats() -> MotionStats:
     return MotionStats(mean, std)
 
 
-@dataclass
+def _shape(t: Optional[torch.Tensor]) -> str:
+    """``(T, 32) float32 cpu``-style description of a tensor for reprs (never its values)."""
+    if t is None:
+        return "None"
+    dtype = str(t.dtype).removeprefix("torch.")
+    return f"{tuple(t.shape)} {dtype} {t.device.type}"
+
+
+# The payloads below travel over ComfyUI sockets; ComfyUI prints the repr of every input
+# in an error report, so each repr is one short line (shapes and lengths, never tensor values).
+
+
+@dataclass(repr=False)
 class SpeechLatents:
     """WhisperX-VAE latents, (T, 32) at 25 Hz."""
 
@@ -84,8 +96,11 @@ class SpeechLatents:
     def seconds(self) -> float:
         return self.frames / FPS
 
+    def __repr__(self) -> str:
+        return f"SpeechLatents({self.frames} frames, {self.seconds:.2f} s, {_shape(self.latents)})"
 
-@dataclass
+
+@dataclass(repr=False)
 class MotionCodes:
     """Normalised LIA-X motion codes, (T, 40) at 25 Hz."""
 
@@ -103,8 +118,11 @@ class MotionCodes:
     def seconds(self) -> float:
         return self.frames / FPS
 
+    def __repr__(self) -> str:
+        return f"MotionCodes({self.frames} frames, {self.seconds:.2f} s, {_shape(self.codes)})"
 
-@dataclass
+
+@dataclass(repr=False)
 class SpeakerReference:
     """What the sampler needs from the reference voice."""
 
@@ -115,8 +133,11 @@ class SpeakerReference:
         if self.embedding.shape != (SPEAKER_DIM,):
             raise ValueError(f"speaker embedding must have shape ({SPEAKER_DIM},), got {tuple(self.embedding.shape)}")
 
+    def __repr__(self) -> str:
+        return f"SpeakerReference(embedding {_shape(self.embedding)}, reference {self.speech.seconds:.2f} s)"
 
-@dataclass
+
+@dataclass(repr=False)
 class Identity:
     """A face to animate: the LIA-X identity of one 512×512 image."""
 
@@ -124,3 +145,7 @@ class Identity:
     feats: list[torch.Tensor]  # encoder feature pyramid, each (1, C_i, H_i, W_i)
     first_motion: torch.Tensor  # (40,) normalised motion code of the image (the motion head's global condition)
     source: Optional[torch.Tensor] = field(default=None)  # (3, 512, 512) in [-1, 1], for previews
+
+    def __repr__(self) -> str:
+        source = "with source image" if self.source is not None else "no source image"
+        return f"Identity(z {_shape(self.z)}, {len(self.feats)} feature maps, {source})"

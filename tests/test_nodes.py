@@ -139,7 +139,7 @@ def test_schemas(comfy):
         schema = cls.GET_SCHEMA()
         assert schema.node_id.startswith("Talker") and schema.node_id not in ids
         ids.add(schema.node_id)
-        assert schema.display_name.startswith("Talker-T2AV ")
+        assert schema.display_name and "Talker-T2AV" not in schema.display_name  # the category names the pack
         assert schema.category.startswith("Talker-T2AV")
         assert schema.description
         for i in schema.inputs:
@@ -385,7 +385,6 @@ def test_sampler_long_form_runs_in_segments(models, refs, monkeypatch):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(text="   "), "text is empty"),
         (dict(voice=None), "voice is not connected"),
         (dict(face=None), "face is not connected"),
         (dict(forced_speech="S", forced_motion="M"), "both connected"),
@@ -402,6 +401,29 @@ def test_sampler_explains_wrong_wiring(models, refs, change, message):
 def test_sampler_validation_catches_empty_speech_text(models, refs):
     with pytest.raises(ValidationFailed, match="text is empty"):
         sample(models, refs, speech_only=True, text="")
+    with pytest.raises(ValidationFailed, match="text is empty: T2AV"):  # at queue time, T2AV too
+        sample(models, refs, text="   ")
+    with pytest.raises(ValueError, match="text is empty"):  # a linked text is checked when it runs
+        from nodes.sampler import TalkerSampler
+
+        TalkerSampler.execute(
+            model=models["model"],
+            voice=refs["voice"],
+            face=refs["face"],
+            text=" ",
+            speech_only=False,
+            seed=0,
+            steps=1,
+            cfg=2.0,
+            temperature=0.3,
+            sway=1.0,
+            cfg_zero_star=True,
+            stop_threshold=0.5,
+            max_seconds=0.64,
+            prefix_seconds=0.0,
+            include_prefix=True,
+            segment_prefix_seconds=2.0,
+        )
 
 
 def test_sampler_can_be_interrupted(models, refs):

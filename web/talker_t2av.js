@@ -3,7 +3,14 @@
 // The sampler (and the render/save nodes) return a `ui` payload: `text` (one summary line) and,
 // for the sampler, `talker_plot` ({seconds, prefix_seconds, series: [{name, seconds, values}]}).
 // ComfyUI hands it to `onExecuted`; we keep it on the node and draw it in a canvas widget.
+//
+// What the widget shows is also kept in the node's properties (`talker_report`), which travel with
+// the workflow: switching workflow tabs (or reloading the page) rebuilds the node from them in
+// `onConfigure`, so the report comes back with the core previews. Nodes 2.0 (the Vue renderer)
+// repaints a custom widget only when asked (`widget.triggerDraw()`, absent in the classic canvas).
 import { app } from "../../scripts/app.js";
+
+const PROPERTY = "talker_report";
 
 const NODES = new Set([
   "TalkerSampler",
@@ -105,6 +112,32 @@ function ensureWidget(node) {
   node.setSize([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
 }
 
+function validSummary(text) {
+  return typeof text === "string" && text ? text : null;
+}
+
+function validPlot(plot) {
+  return plot && typeof plot === "object" && !Array.isArray(plot) ? plot : null;
+}
+
+// Show a report on the node: keep it, persist it in the node's properties, (re)draw it.
+function showReport(node, summary, plot, persist) {
+  node.talkerSummary = validSummary(summary);
+  node.talkerPlot = validPlot(plot);
+  if (persist) {
+    node.properties ??= {};
+    if (node.talkerSummary || node.talkerPlot) {
+      node.properties[PROPERTY] = { summary: node.talkerSummary, plot: node.talkerPlot };
+    } else {
+      delete node.properties[PROPERTY];
+    }
+  }
+  if (node.talkerSummary || node.talkerPlot) ensureWidget(node);
+  const widget = node.widgets?.find((w) => w.name === "talker_report");
+  widget?.triggerDraw?.();
+  node.setDirtyCanvas?.(true, true);
+}
+
 app.registerExtension({
   name: "TalkerT2AV.Report",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -115,14 +148,23 @@ app.registerExtension({
       try {
         const text = message?.text;
         const plot = message?.talker_plot;
-        this.talkerSummary = Array.isArray(text) && text.length ? String(text[text.length - 1]) : null;
-        this.talkerPlot = Array.isArray(plot) && plot.length && typeof plot[plot.length - 1] === "object"
-          ? plot[plot.length - 1] : null;
-        if (this.talkerSummary || this.talkerPlot) ensureWidget(this);
-        this.setDirtyCanvas?.(true, true);
+        const summary = Array.isArray(text) && text.length ? String(text[text.length - 1]) : null;
+        const last = Array.isArray(plot) && plot.length ? plot[plot.length - 1] : null;
+        showReport(this, summary, last, true);
       } catch (err) {
         console.warn("Talker-T2AV: could not show the run report", err);
       }
+    };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const result = onConfigure?.apply(this, arguments);
+      try {
+        const saved = this.properties?.[PROPERTY];
+        if (saved && typeof saved === "object") showReport(this, saved.summary, saved.plot, false);
+      } catch (err) {
+        console.warn("Talker-T2AV: could not restore the run report", err);
+      }
+      return result;
     };
   },
 });

@@ -277,6 +277,10 @@ def generate(
         done_patches += out.steps
         log.info("segment %d/%d: %d frames%s", index + 1, len(segments), keep, " (stop head)" if out.stopped else "")
 
+    if done_patches < planned:
+        # The stop head (or the length budget) ended the run before the planned patch count:
+        # the bar ends full, at what was actually done, instead of stopping short (e.g. at 6/7).
+        hooks.report(done_patches, done_patches, "generate")
     speech = torch.cat([prefix_speech] + gen_speech, 0) if prefix_speech is not None else torch.cat(gen_speech, 0)
     motion = None
     if joint:

@@ -59,6 +59,7 @@ __all__ = [
     "load_component",
     "convert_to_safetensors",
     "identify",
+    "sniff_kind",
     "resolve_in_folder",
     "find_models",
     "missing_models_message",
@@ -202,6 +203,57 @@ def identify(payload: Any, metadata: Optional[Mapping[str, str]] = None) -> Opti
     if any(k.startswith("feature_extract.model.") for k in keys) or "layer1.conv.weight" in keys:
         return "speaker"
     return None
+
+
+#: Key fragments that give a component away in a pickled checkpoint's ``data.pkl`` (the same
+#: keys :func:`identify` looks for); the names are stored there as plain UTF-8 strings.
+_PICKLE_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "talker": (b"llm.model.",),
+    "whisperx_vae": (b"CodecEnc.",),
+    "liax": (b"dec.direction.weight", b"enc.enc_2r."),
+    "speaker": (b"feature_extract.model.", b"layer1.conv.weight"),
+}
+#: File-name hints (the backbone is a folder, never guessed from a name).
+_NAME_HINTS: dict[str, tuple[str, ...]] = {
+    "whisperx_vae": ("whisperx", "vae", "codec"),
+    "liax": ("lia-x", "lia_x", "liax"),
+    "speaker": ("wavlm", "ecapa", "speaker"),
+}
+_SNIFF_LIMIT = 64 * 1024 * 1024  # a header or data.pkl larger than this is not read
+
+
+def sniff_kind(path: str | os.PathLike) -> Optional[str]:
+    """Which component a weights file holds, read from its header only (no tensor data is read).
+
+    safetensors: the header's metadata and key names (as :func:`identify`); a zip checkpoint
+    (``torch.save``): the key names in its pickle, without unpickling; anything else, or a
+    file that cannot be read: a hint in the file name. ``None`` when nothing tells.
+    """
+    import struct
+    import zipfile
+
+    p = Path(path)
+    kind: Optional[str] = None
+    try:
+        if p.suffix.lower() == ".safetensors":
+            with open(p, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                if size <= _SNIFF_LIMIT:
+                    header = json.loads(f.read(size))
+                    meta = header.pop("__metadata__", None) or {}
+                    kind = identify(header, meta)
+        elif zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                pkl = next((i for i in z.infolist() if i.filename.endswith("/data.pkl")), None)
+                if pkl is not None and pkl.file_size <= _SNIFF_LIMIT:
+                    data = z.read(pkl)
+                    kind = next((k for k, marks in _PICKLE_MARKERS.items() if any(m in data for m in marks)), None)
+    except (OSError, ValueError, struct.error, zipfile.BadZipFile):
+        kind = None
+    if kind is None:
+        name = f"{p.parent.name}/{p.name}".lower()
+        kind = next((k for k, hints in _NAME_HINTS.items() if any(h in name for h in hints)), None)
+    return kind
 
 
 def _tensor_keys(payload: Any) -> list[str]:
