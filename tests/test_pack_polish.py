@@ -295,3 +295,63 @@ def test_progress_ends_at_its_total_when_the_stop_head_ends_early(debug_models):
     assert done == total, f"the bar ends at {done}/{total}"
     assert result.generated_seconds < 4.0, "the stop head did not end the take early: the test proves nothing"
     assert all(d <= t for d, t in calls)
+
+
+# ----------------------------------------------------------------------------------------------
+# templates
+
+TEMPLATES = sorted((ROOT / "example_workflows").glob("*.json"))
+TITLE_BAR = 30  # LiteGraph draws the title above a node's pos
+# Height a node can reach once the frontend has loaded its preview or our report (its saved size
+# is what it has before): a portrait image/clip previewed 300 px wide, an MP4 player, the report
+# widget (summary line 26 px; the sampler's plot 146 px more).
+GROWN_HEIGHT = {
+    "LoadImage": 540,
+    "LoadVideo": 640,
+    "LoadAudio": 200,
+    "SaveVideo": 700,
+    "SaveAudio": 200,
+    "TalkerSampler": 800,
+    "TalkerRenderVideo": 160,
+    "TalkerSaveSpeechLatents": 120,
+    "TalkerSaveMotionLatents": 120,
+}
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=[p.stem for p in TEMPLATES])
+def test_template_nodes_do_not_overlap_once_previews_load(path):
+    import json
+
+    nodes = json.loads(path.read_text())["nodes"]
+
+    def box(n):
+        (x, y), (w, h) = n["pos"], n["size"]
+        return x, y - TITLE_BAR, x + w, y + max(h, GROWN_HEIGHT.get(n["type"], 0))
+
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box(a), box(b)
+            overlap = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
+            assert not overlap, f"{path.name}: {a['type']} (node {a['id']}) and {b['type']} (node {b['id']}) overlap"
+
+
+def test_template_thumbnails_tell_apart():
+    import numpy as np
+    from PIL import Image
+
+    thumbs = {p.stem: np.asarray(Image.open(p.with_suffix(".jpg")).convert("RGB"), dtype=np.float32) for p in TEMPLATES}
+    names = sorted(thumbs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            diff = float(np.abs(thumbs[a] - thumbs[b]).mean())
+            assert diff > 25, f"the thumbnails of {a} and {b} look alike (mean difference {diff:.1f} of 255)"
+
+
+def test_the_speech_only_note_speaks_of_speech_only():
+    import json
+
+    nodes = json.loads((ROOT / "example_workflows" / "talker_speech_only.json").read_text())["nodes"]
+    note = next(n for n in nodes if n["type"] in ("MarkdownNote", "Note"))["widgets_values"][0].lower()
+    for word in ("lip", "head", "lia-x"):
+        assert word not in note, f"the speech-only note mentions {word!r}"
+    assert "voice" in note and "speech" in note

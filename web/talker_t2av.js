@@ -131,6 +131,13 @@ function showReport(node, summary, plot, persist) {
     } else {
       delete node.properties[PROPERTY];
     }
+    // The frontend keeps each tab's graph as its change tracker last saw it; a run changes no
+    // widget, so tell it, or a tab switch would bring back the report of an earlier run.
+    try {
+      app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
+    } catch (err) {
+      console.warn("Talker-T2AV: could not record the run report in the workflow", err);
+    }
   }
   if (node.talkerSummary || node.talkerPlot) ensureWidget(node);
   const widget = node.widgets?.find((w) => w.name === "talker_report");

@@ -1,0 +1,196 @@
+"""In a real browser: the run report of the sampler and Render Video after a run, after a second run
+with other values, and after a workflow-tab switch, in the classic canvas and in Nodes 2.0.
+
+Runs when ``COMFYUI_DIR`` names a ComfyUI checkout (like tests/test_comfyui_e2e.py, whose server
+fixture it shares) and Chromium, its driver and the ``selenium`` package are installed
+(Debian: ``apt-get install chromium chromium-driver``; ``pip install selenium``). Headless
+Chromium loads the ComfyUI frontend from the server on 127.0.0.1, loads the ``talker_t2av``
+template, queues it from the page (``app.queuePrompt``) and reads back what the page painted:
+every ``fillText`` on any canvas is recorded, so "shown" means drawn, in either renderer.
+``COMFYUI_FRONTEND_ROOT`` passes ``--front-end-root`` to ComfyUI to try another frontend build.
+
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \\
+        python -m pytest -q tests/test_browser_report.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_comfyui_e2e import COMFYUI_DIR, comfyui, uploaded  # noqa: F401  (shared fixtures)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or shutil.which("chromium-browser"))
+DRIVER = os.environ.get("CHROMEDRIVER", shutil.which("chromedriver"))
+RUN_TIMEOUT = float(os.environ.get("COMFYUI_RUN_TIMEOUT", 900))
+
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.slow,
+    pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: no ComfyUI checkout to run the pack in"),
+    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed"),
+]
+
+# Recorded before any script of the page runs: every text painted on a canvas.
+RECORDER = """
+window.__talkerTexts = [];
+window.__talkerErrors = [];
+window.addEventListener("error", (e) => window.__talkerErrors.push(String(e.message)));
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+  if (typeof text === "string" && text.length > 8) window.__talkerTexts.push(text);
+  return fillText.call(this, text, ...rest);
+};
+"""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_script_timeout(120)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = driver.execute_script("return (window.__talkerErrors || []).slice(-5)")
+            pytest.fail(f"timed out waiting for {what}; page errors: {logs}")
+        time.sleep(0.5)
+
+
+def history(server: str, prompt_id: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"{server}/history/{prompt_id}", timeout=30).read()).get(prompt_id)
+
+
+def queue_from_page(driver, server: str, max_seconds: float) -> dict:
+    """Set the sampler's length, queue the graph from the page, wait; the history entry of the run."""
+    before = driver.execute_script("return Object.keys(window.__talkerRuns || {}).length")
+    driver.execute_script(
+        """
+        const node = app.graph._nodes.find((n) => n.type === "TalkerSampler");
+        node.widgets.find((w) => w.name === "max_seconds").value = arguments[0];
+        window.__talkerRuns ??= {};
+        app.api.addEventListener("execution_success", (e) => { window.__talkerRuns[e.detail.prompt_id] = true; });
+        app.queuePrompt(0, 1);
+        """,
+        max_seconds,
+    )
+    prompt_id = wait_for(
+        driver,
+        f"const ids = Object.keys(window.__talkerRuns || {{}}); return ids.length > {before} ? ids[ids.length - 1] : null",
+        RUN_TIMEOUT,
+        "the run to finish",
+    )
+    entry = history(server, prompt_id)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    return entry
+
+
+def reports(entry: dict, workflow: dict) -> dict[str, str]:
+    """Node type → the summary line the server sent for it."""
+    types = {str(n["id"]): n["type"] for n in workflow["nodes"]}
+    return {types[nid]: out["text"][0] for nid, out in entry["outputs"].items() if "text" in out}
+
+
+def painted(driver, text: str, timeout: float = 20) -> bool:
+    """Whether the page paints ``text`` (the canvas redraws on its own; Nodes 2.0 only when asked)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script("return window.__talkerTexts.some((t) => t.startsWith(arguments[0]))", text[:40]):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def node_report(driver, node_type: str):
+    return driver.execute_script(
+        "const n = app.graph._nodes.find((x) => x.type === arguments[0]);"
+        "return n ? [n.talkerSummary || null, n.talkerPlot ? n.talkerPlot.seconds : null] : null",
+        node_type,
+    )
+
+
+@pytest.mark.parametrize("vue_nodes", [False, True], ids=["classic-canvas", "nodes-2.0"])
+def test_report_after_runs_and_a_tab_switch(vue_nodes, comfyui, uploaded, browser):  # noqa: F811
+    server, log_path, _ = comfyui
+    driver = browser
+    driver.get(server)
+    wait_for(driver, "return !!(window.app && app.graph && app.extensionManager)", 180, "the frontend to start")
+    wait_for(
+        driver,
+        "return (app.extensions || []).some((e) => e.name === 'TalkerT2AV.Report')",
+        60,
+        "the pack's web extension",
+    )
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "app.extensionManager.setting.set('Comfy.VueNodes.Enabled', arguments[0]).then(() => done(true));",
+        vue_nodes,
+    )
+    workflow = json.loads((ROOT / "example_workflows" / "talker_t2av.json").read_text())
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.resolve(app.loadGraphData(arguments[0], true, true, 'talker_t2av')).then(() => done(true));",
+        workflow,
+    )
+
+    first = reports(queue_from_page(driver, server, 0.16), workflow)
+    assert {"TalkerSampler", "TalkerRenderVideo"} <= set(first)
+    for node_type in ("TalkerSampler", "TalkerRenderVideo"):
+        assert painted(driver, first[node_type]), f"{node_type}: run 1's report was not drawn"
+    assert painted(driver, "speech activity"), "the plot's legend was not drawn"
+
+    driver.execute_script("window.__talkerTexts.length = 0")
+    second = reports(queue_from_page(driver, server, 0.32), workflow)
+    assert second["TalkerSampler"] != first["TalkerSampler"]
+    for node_type in ("TalkerSampler", "TalkerRenderVideo"):
+        assert painted(driver, second[node_type]), f"{node_type}: run 2's report was not drawn"
+    summary, seconds = node_report(driver, "TalkerSampler")
+    assert summary == second["TalkerSampler"] and seconds == pytest.approx(0.32, abs=0.17)
+
+    # a tab switch: a new blank workflow, then back to this one
+    run = "return app.extensionManager.command.execute(arguments[0]).then(() => true)"
+    driver.execute_script(run, "Comfy.NewBlankWorkflow")
+    wait_for(driver, "return !app.graph._nodes.some((n) => n.type === 'TalkerSampler')", 30, "the blank tab")
+    driver.execute_script("window.__talkerTexts.length = 0")
+    driver.execute_script(run, "Workspace.PreviousOpenedWorkflow")
+    wait_for(driver, "return app.graph._nodes.some((n) => n.type === 'TalkerSampler')", 30, "the workflow's tab")
+    for node_type in ("TalkerSampler", "TalkerRenderVideo"):
+        summary, _ = node_report(driver, node_type)
+        assert summary == second[node_type], f"{node_type}: the report is gone after the tab switch"
+        assert painted(driver, second[node_type]), f"{node_type}: the restored report was not drawn"
+    assert painted(driver, "speech activity"), "the plot was not drawn after the tab switch"
