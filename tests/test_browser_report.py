@@ -7,7 +7,8 @@ fixture it shares) and Chromium, its driver and the ``selenium`` package are ins
 Chromium loads the ComfyUI frontend from the server on 127.0.0.1, loads the ``talker_t2av``
 template, queues it from the page (``app.queuePrompt``) and reads back what the page painted:
 every ``fillText`` on any canvas is recorded, so "shown" means drawn, in either renderer.
-``COMFYUI_FRONTEND_ROOT`` passes ``--front-end-root`` to ComfyUI to try another frontend build.
+``COMFYUI_ARGS="--front-end-root DIR"`` runs it against another frontend build (e.g. an unpacked
+``comfyui-frontend-package`` wheel's ``comfyui_frontend_package/static``).
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \\
         python -m pytest -q tests/test_browser_report.py
@@ -23,7 +24,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_comfyui_e2e import COMFYUI_DIR, comfyui, uploaded  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +37,11 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: no ComfyUI checkout to run the pack in"),
     pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed"),
 ]
+
+# Nodes 2.0 draws a custom canvas widget through its legacy-widget component (which gives the widget
+# its triggerDraw); the experimental Vue nodes of older frontends (1.27.10, ComfyUI 0.3.64's) have no
+# such component and draw no custom widget of any pack. Checked on 1.58.1; older ones are skipped.
+NODES2_MIN_FRONTEND = (1, 58)
 
 # Recorded before any script of the page runs: every text painted on a canvas.
 RECORDER = """
@@ -156,6 +161,10 @@ def test_report_after_runs_and_a_tab_switch(vue_nodes, comfyui, uploaded, browse
         60,
         "the pack's web extension",
     )
+    version = driver.execute_script("return window.__COMFYUI_FRONTEND_VERSION__ || ''")
+    print(f"frontend {version}, {'Nodes 2.0' if vue_nodes else 'classic canvas'}")
+    if vue_nodes and tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < NODES2_MIN_FRONTEND:
+        pytest.skip(f"frontend {version} has no Nodes 2.0 renderer for custom widgets (see NODES2_MIN_FRONTEND)")
     driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "app.extensionManager.setting.set('Comfy.VueNodes.Enabled', arguments[0]).then(() => done(true));",
@@ -170,6 +179,12 @@ def test_report_after_runs_and_a_tab_switch(vue_nodes, comfyui, uploaded, browse
 
     first = reports(queue_from_page(driver, server, 0.16), workflow)
     assert {"TalkerSampler", "TalkerRenderVideo"} <= set(first)
+    mounted = driver.execute_script(
+        "const n = app.graph._nodes.find((x) => x.type === 'TalkerSampler');"
+        "const w = n && n.widgets.find((x) => x.name === 'talker_report');"
+        "return w ? typeof w.triggerDraw === 'function' : null"
+    )
+    assert mounted is vue_nodes, "the report widget is not drawn by the renderer under test"
     for node_type in ("TalkerSampler", "TalkerRenderVideo"):
         assert painted(driver, first[node_type]), f"{node_type}: run 1's report was not drawn"
     assert painted(driver, "speech activity"), "the plot's legend was not drawn"

@@ -94,7 +94,8 @@ def comfyui(tmp_path_factory, debug_models):
     log_path = base / "comfyui.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base)],
+        [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base)]
+        + os.environ.get("COMFYUI_ARGS", "").split(),  # e.g. --front-end-root DIR to try another frontend
         cwd=comfy_dir,
         stdout=log,
         stderr=subprocess.STDOUT,
