@@ -209,3 +209,67 @@ def test_report_after_runs_and_a_tab_switch(vue_nodes, comfyui, uploaded, browse
         assert summary == second[node_type], f"{node_type}: the report is gone after the tab switch"
         assert painted(driver, second[node_type]), f"{node_type}: the restored report was not drawn"
     assert painted(driver, "speech activity"), "the plot was not drawn after the tab switch"
+
+
+def blueprint_workflow(max_seconds: float) -> dict:
+    """The blueprint node wired to Load Audio, Load Image and Save Video, as a user would place it."""
+    blueprint = json.loads((ROOT / "subgraphs" / "talker_text_to_talking_video.json").read_text())
+    template = {
+        n["type"]: n for n in json.loads((ROOT / "example_workflows" / "talker_t2av.json").read_text())["nodes"]
+    }
+    sg = blueprint["definitions"]["subgraphs"][0]
+    sampler = next(n for n in sg["nodes"] if n["type"] == "TalkerSampler")
+    sampler["widgets_values"][10] = (
+        max_seconds  # widgets: text, speech_only, seed, control, steps, cfg, ..., max_seconds
+    )
+    outer = blueprint["nodes"][0]
+    extra = []
+    for new_id, (ntype, link_id) in enumerate((("LoadAudio", 10), ("LoadImage", 11), ("SaveVideo", 12)), start=2):
+        node = json.loads(json.dumps(template[ntype]))
+        node["id"], node["pos"] = new_id, [-400 if ntype != "SaveVideo" else 500, 300 * (new_id - 2)]
+        for o in node.get("outputs", []):
+            o["links"] = [link_id] if o["type"] in ("AUDIO", "IMAGE") and o["name"] in ("AUDIO", "IMAGE") else []
+        for i in node.get("inputs", []):
+            i["link"] = link_id if i["type"] == "VIDEO" else None
+        extra.append(node)
+    outer["inputs"][0]["link"], outer["inputs"][1]["link"] = 10, 11
+    outer["outputs"][0]["links"] = [12]
+    blueprint["nodes"] += extra
+    blueprint["links"] = [[10, 2, 0, 1, 0, "AUDIO"], [11, 3, 0, 1, 1, "IMAGE"], [12, 1, 0, 4, 0, "VIDEO"]]
+    blueprint["last_node_id"], blueprint["last_link_id"] = 4, 12
+    return blueprint
+
+
+def test_blueprint_runs_from_the_frontend(comfyui, uploaded, browser):  # noqa: F811
+    """The frontend flattens the subgraph into the prompt: the blueprint makes a talking video."""
+    server, _, _ = comfyui
+    driver = browser
+    driver.get(server)
+    wait_for(driver, "return !!(window.app && app.graph && app.extensionManager)", 180, "the frontend to start")
+    workflow = blueprint_workflow(0.16)
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.resolve(app.loadGraphData(arguments[0], true, true, 'blueprint')).then(() => done(true));",
+        workflow,
+    )
+    assert driver.execute_script("return app.graph._nodes.some((n) => n.isSubgraphNode?.())")
+    before = driver.execute_script("return Object.keys(window.__talkerRuns || {}).length")
+    driver.execute_script(
+        "window.__talkerRuns ??= {};"
+        "app.api.addEventListener('execution_success', (e) => { window.__talkerRuns[e.detail.prompt_id] = true; });"
+        "app.queuePrompt(0, 1);"
+    )
+    prompt_id = wait_for(
+        driver,
+        f"const ids = Object.keys(window.__talkerRuns || {{}}); return ids.length > {before} ? ids[ids.length - 1] : null",
+        RUN_TIMEOUT,
+        "the blueprint's run to finish",
+    )
+    entry = history(server, prompt_id)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    classes = {n["class_type"] for n in entry["prompt"][2].values()}
+    assert {"TalkerSampler", "TalkerRenderVideo", "CreateVideo", "SaveVideo"} <= classes
+    videos = [
+        item for out in entry["outputs"].values() for item in out.get("images", []) if item["filename"].endswith(".mp4")
+    ]
+    assert videos, entry["outputs"]

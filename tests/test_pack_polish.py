@@ -355,3 +355,24 @@ def test_the_speech_only_note_speaks_of_speech_only():
     for word in ("lip", "head", "lia-x"):
         assert word not in note, f"the speech-only note mentions {word!r}"
     assert "voice" in note and "speech" in note
+
+
+def test_blueprint_is_the_t2av_template_as_one_node():
+    """subgraphs/…json is what scripts/make_blueprint.py builds from the current talker_t2av template."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_blueprint", ROOT / "scripts" / "make_blueprint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = module.build(json.loads(module.TEMPLATE.read_text()))
+    assert json.loads(module.OUT.read_text()) == built, "rerun python scripts/make_blueprint.py"
+    sg = built["definitions"]["subgraphs"][0]
+    assert built["nodes"][0]["type"] == sg["id"]
+    types = [n["type"] for n in sg["nodes"]]
+    assert "TalkerSampler" in types and "CreateVideo" in types and "SaveVideo" not in types
+    assert [(i["name"], i["type"]) for i in sg["inputs"]] == [("voice", "AUDIO"), ("face", "IMAGE")]
+    assert [(o["name"], o["type"]) for o in sg["outputs"]] == [("video", "VIDEO")]
+    ids = {n["id"] for n in sg["nodes"]} | {-10, -20}
+    for link in sg["links"]:
+        assert link["origin_id"] in ids and link["target_id"] in ids, link

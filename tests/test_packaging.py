@@ -26,6 +26,7 @@ SHIPPED_TOP = {
     "talker_core",
     "web",
     "example_workflows",
+    "subgraphs",
     "locales",
     "requirements.txt",
     "pyproject.toml",
@@ -77,6 +78,7 @@ def test_the_zip_carries_only_what_runs():
         "requirements.txt",
         "LICENSE",
         "example_workflows/talker_t2av.json",
+        "subgraphs/talker_text_to_talking_video.json",
     }
     assert must <= set(files), sorted(must - set(files))
     docs = {f for f in files if f.startswith("web/docs/") and f.endswith(".md")}
