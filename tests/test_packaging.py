@@ -44,20 +44,27 @@ def tracked_files() -> list[str]:
         out = None
     if out is not None and out.returncode == 0 and out.stdout.strip():
         return [line for line in out.stdout.splitlines() if line.strip() and (ROOT / line).exists()]
+    # not a git checkout: every file, less what .gitignore keeps out of the repository
     files = []
     for dirpath, dirs, names in os.walk(ROOT):
-        dirs[:] = [d for d in dirs if d != ".git"]
+        dirs[:] = [d for d in dirs if d not in (".git", ".ruff_cache")]  # ruff's cache ignores itself
+        names = [n for n in names if n != ".git"]  # a worktree's pointer file
         files += [os.path.relpath(os.path.join(dirpath, n), ROOT).replace(os.sep, "/") for n in names]
-    return files
+    ignored = _spec(ROOT / ".gitignore")
+    return [f for f in files if not ignored.match_file(f)]
 
 
-def packed_files() -> list[str]:
+def _spec(path: Path):
     pathspec = pytest.importorskip("pathspec")
-    lines = (ROOT / ".comfyignore").read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     patterns = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     with warnings.catch_warnings():  # newer pathspec deprecates the name; comfy-cli still uses it
         warnings.simplefilter("ignore", DeprecationWarning)
-        spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+        return pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+
+
+def packed_files() -> list[str]:
+    spec = _spec(ROOT / ".comfyignore")
     return sorted(f for f in tracked_files() if not spec.match_file(f))
 
 
