@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,8 +41,9 @@ pytestmark = [
 
 # Nodes 2.0 draws a custom canvas widget through its legacy-widget component (which gives the widget
 # its triggerDraw); the experimental Vue nodes of older frontends (1.27.10, ComfyUI 0.3.64's) have no
-# such component and draw no custom widget of any pack. Checked on 1.58.1; older ones are skipped.
-NODES2_MIN_FRONTEND = (1, 58)
+# such component and draw no custom widget of any pack. Checked on 1.45.21 (ComfyUI 0.28's) and
+# 1.58.1; older ones are skipped.
+NODES2_MIN_FRONTEND = (1, 45)
 
 # Recorded before any script of the page runs: every text painted on a canvas.
 RECORDER = """
@@ -241,8 +243,16 @@ def blueprint_workflow(max_seconds: float) -> dict:
 
 
 def test_blueprint_runs_from_the_frontend(comfyui, uploaded, browser):  # noqa: F811
-    """The frontend flattens the subgraph into the prompt: the blueprint makes a talking video."""
+    """Cores with blueprints list it; the frontend flattens the subgraph into the prompt: it makes a video."""
     server, _, _ = comfyui
+    try:
+        listed = json.loads(urllib.request.urlopen(server + "/global_subgraphs", timeout=30).read())
+    except urllib.error.HTTPError as err:  # a core without subgraph blueprints (0.3.64): the folder is ignored
+        assert err.code == 404
+        listed = None
+    if listed is not None:
+        names = {(e["name"], e["source"]) for e in listed.values()}
+        assert ("talker_text_to_talking_video", "custom_node") in names, sorted(names)
     driver = browser
     driver.get(server)
     wait_for(driver, "return !!(window.app && app.graph && app.extensionManager)", 180, "the frontend to start")
