@@ -334,11 +334,14 @@ class TalkerModel(nn.Module):
 
     # ------------------------------------------------------------------ loading
 
-    def load_published(self, state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
-        """Load a published backbone+heads state dict strictly (see :data:`TALKER_KEYS`).
+    def load_published(
+        self, state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool | None = None
+    ) -> None:
+        """Load a published backbone+heads state dict (see :data:`TALKER_KEYS`).
 
         Raises :class:`talker_core.checkpoint.CheckpointError` naming ``source`` on
-        any missing, unexpected or misshapen key.
+        any missing or misshapen key, a key of another component, and (under the
+        strict switch, :func:`talker_core.checkpoint.strict_loading`) any unlisted key.
         """
         lm_head = state_dict.get("llm.lm_head.weight")
         embed = state_dict.get("llm.model.embed_tokens.weight")
@@ -351,7 +354,7 @@ class TalkerModel(nn.Module):
             log.warning(
                 "%s: llm.lm_head.weight differs from the token embedding; it is tied and unused, ignoring it", source
             )
-        load_strict(self, state_dict, TALKER_KEYS, source, "Talker-T2AV backbone+heads")
+        load_strict(self, state_dict, TALKER_KEYS, source, "Talker-T2AV backbone+heads", kind="talker", strict=strict)
 
     # ------------------------------------------------------------------ helpers
 
