@@ -70,6 +70,9 @@ __all__ = [
     "missing_models_message",
     "check_backbone_config",
     "BACKBONE_CONFIG",
+    "read_component",
+    "key_map",
+    "build_module",
 ]
 
 log = logging.getLogger(__name__)
@@ -674,6 +677,39 @@ def _key_map(kind: str) -> KeyMap:
 
 
 _READERS = {"talker": _read_talker, "whisperx_vae": _read_whisperx, "liax": _read_liax, "speaker": _read_speaker}
+
+
+def read_component(kind: str, path: str | os.PathLike):
+    """``(state dict under the published names, config)`` of one file, read as its loader reads it.
+
+    No model is built and nothing is checked against one (see ``python -m talker_core check-models``).
+    """
+    if kind not in _READERS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return _READERS[kind](Path(path))
+
+
+def key_map(kind: str) -> KeyMap:
+    """The :class:`KeyMap` of one component kind."""
+    return _key_map(kind)
+
+
+def build_module(kind: str, config, device: str | torch.device = "meta") -> torch.nn.Module:
+    """The module one component's file loads into, built on ``device`` (by default without memory)."""
+    if kind == "talker":
+        from talker_core.models.talker import TalkerModel as cls
+    elif kind == "whisperx_vae":
+        from talker_core.models.whisperx_vae import WhisperXVAE as cls
+    elif kind == "liax":
+        from talker_core.models.liax import LiaXGenerator as cls
+    elif kind == "speaker":
+        from talker_core.models.speaker_encoder import SpeakerEncoder as cls
+    else:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    with torch.device(device):
+        return cls(config)
+
+
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf"}
 
 
