@@ -2,10 +2,15 @@
 
 Every loader in this package goes through :func:`load_strict`: published keys are
 renamed by an explicit, ordered rule list, keys known to be unused are dropped by
-a named pattern list, and anything else that does not fit (a missing key, an
-unexpected key, a wrong shape, a non-float tensor where a float is expected) is a
-:class:`CheckpointError` that names the file and the keys. Nothing is loaded
-with ``strict=False``.
+a named pattern list, and anything that does not fit (a missing key, a wrong
+shape, a non-float tensor where a float is expected, a key of another component)
+is a :class:`CheckpointError` that names the file and the keys. A key nobody
+listed is an error under the strict switch (``strict=True`` or the environment
+variable ``TALKER_STRICT_LOADING=1``: the tests and ``check-models`` use it);
+otherwise it is reported once, in one log line naming the file and the keys, and
+loading goes on, so that a released file carrying one unlisted training-only
+tensor does not strand a user. Nothing is loaded with ``strict=False``: every
+weight the model needs must be in the file.
 
 Files are read without executing code: safetensors directly, pickles only through
 ``torch.load(weights_only=True)`` (see :func:`read_pickle`).
@@ -33,11 +38,46 @@ __all__ = [
     "read_state_file",
     "sniff_format",
     "describe_keys",
+    "COMPONENT_KEYS",
+    "STRICT_ENV",
+    "component_of_key",
+    "strict_loading",
+    "KeyReport",
+    "account_keys",
 ]
 
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 12
+
+#: Environment variable of the strict switch: "1" makes an unlisted key an error everywhere.
+STRICT_ENV = "TALKER_STRICT_LOADING"
+
+#: Published key patterns (full match) that mark a tensor as one component's: a file of one
+#: component carrying keys of another is refused even in lenient loading.
+COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
+    "talker": (r"llm\.model\..+", r"(speech|motion)_cfm\.estimator\..+", r"head_stop\..+"),
+    "whisperx_vae": (r"(\w+\.)?Codec(Enc|Dec)\..+",),
+    "liax": (r"dec\.direction\.weight", r"enc\.enc_2r\..+"),
+    "speaker": (r"feature_extract\.model\..+", r"layer1\.conv\.weight"),
+}
+
+_REPORTED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def strict_loading(strict: bool | None = None) -> bool:
+    """The strict switch: ``strict`` when given, else ``$TALKER_STRICT_LOADING`` (1/true/yes/on)."""
+    if strict is not None:
+        return bool(strict)
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def component_of_key(key: str) -> str | None:
+    """Which component a published key belongs to by :data:`COMPONENT_KEYS` (``None``: no signature)."""
+    for kind, patterns in COMPONENT_KEYS.items():
+        if any(re.fullmatch(p, key) for p in patterns):
+            return kind
+    return None
 
 
 class CheckpointError(RuntimeError):
@@ -92,66 +132,148 @@ def describe_keys(keys: Iterable[str], limit: int = _MAX_LISTED) -> str:
     return shown
 
 
-def load_strict(
-    module: nn.Module,
-    published: Mapping[str, torch.Tensor],
-    key_map: KeyMap,
-    source: str | os.PathLike,
-    component: str,
-) -> None:
-    """Load ``published`` (a state dict under the published names) into ``module``.
+@dataclass
+class KeyReport:
+    """How a published state dict's keys relate to a module (see :func:`account_keys`).
 
-    Raises :class:`CheckpointError` naming ``source`` when a required key is
-    missing, an unknown key is present, a shape differs, or a tensor has a
-    non-floating dtype where the model holds floats. Floating tensors are cast to
-    the dtype of the module's entry.
+    needed:     module entries that must come from the file (derived ones excluded).
+    present:    needed entries the file holds.
+    unused:     file keys on the key map's known-unused list.
+    unexpected: file keys that are neither needed nor known-unused.
+    foreign:    the unexpected keys that belong to another component (kind → keys).
+    missing:    needed entries the file lacks.
+    shapes:     ``key: file (..) vs model (..)`` for each shape mismatch.
+    dtypes:     ``key: dtype`` for each non-float tensor where the model holds floats.
+    """
+
+    needed: list[str]
+    present: list[str]
+    unused: list[str]
+    unexpected: list[str]
+    foreign: dict[str, list[str]]
+    missing: list[str]
+    shapes: list[str]
+    dtypes: list[str]
+    mapped: dict[str, torch.Tensor] = field(repr=False)
+
+    def errors(self, strict: bool) -> list[str]:
+        """The problems that stop loading (unexpected keys only under ``strict``)."""
+        problems: list[str] = []
+        if self.missing:
+            problems.append(f"missing {len(self.missing)} key(s): {describe_keys(self.missing)}")
+        for kind, keys in self.foreign.items():
+            problems.append(f"{len(keys)} key(s) of another component ({kind}): {describe_keys(keys)}")
+        loose = self.loose()
+        if loose and strict:
+            problems.append(f"unexpected {len(loose)} key(s): {describe_keys(loose)}")
+        if self.shapes:
+            problems.append(f"{len(self.shapes)} shape mismatch(es): " + "; ".join(self.shapes[:_MAX_LISTED]))
+        if self.dtypes:
+            problems.append(
+                f"{len(self.dtypes)} tensor(s) with a non-float dtype: " + "; ".join(self.dtypes[:_MAX_LISTED])
+            )
+        return problems
+
+    def loose(self) -> list[str]:
+        """Unexpected keys that belong to no other component (skipped, with a report, unless strict)."""
+        foreign = {k for keys in self.foreign.values() for k in keys}
+        return [k for k in self.unexpected if k not in foreign]
+
+
+def account_keys(
+    module: nn.Module, published: Mapping[str, torch.Tensor], key_map: KeyMap, kind: str | None = None
+) -> KeyReport:
+    """Sort every key of ``published`` against ``module`` without loading anything.
+
+    ``kind`` (a key of :data:`COMPONENT_KEYS`) is the component the file should hold:
+    unexpected keys matching another component's signature are reported as foreign.
     """
     expected = module.state_dict()
     mapped: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
     unexpected: list[str] = []
     for key, tensor in published.items():
         if key_map.is_ignored(key):
+            unused.append(key)
             continue
         target = key_map.to_module(key)
         if target not in expected or key_map.is_derived(target):
             unexpected.append(key)
             continue
         mapped[target] = tensor
-    missing = [k for k in expected if k not in mapped and not key_map.is_derived(k)]
-
-    problems: list[str] = []
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {describe_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {describe_keys(unexpected)}")
+    needed = [k for k in expected if not key_map.is_derived(k)]
+    missing = [k for k in needed if k not in mapped]
+    foreign: dict[str, list[str]] = {}
+    for key in unexpected:
+        other = component_of_key(key)
+        if other is not None and other != kind:
+            foreign.setdefault(other, []).append(key)
     shapes = [
         f"{k}: file {tuple(t.shape)} vs model {tuple(expected[k].shape)}"
         for k, t in mapped.items()
         if tuple(t.shape) != tuple(expected[k].shape)
     ]
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): " + "; ".join(shapes[:_MAX_LISTED]))
     dtypes = [
         f"{k}: {t.dtype}" for k, t in mapped.items() if expected[k].is_floating_point() and not t.is_floating_point()
     ]
-    if dtypes:
-        problems.append(f"{len(dtypes)} tensor(s) with a non-float dtype: " + "; ".join(dtypes[:_MAX_LISTED]))
+    present = [k for k in needed if k in mapped]
+    return KeyReport(needed, present, unused, unexpected, foreign, missing, shapes, dtypes, mapped)
+
+
+def load_strict(
+    module: nn.Module,
+    published: Mapping[str, torch.Tensor],
+    key_map: KeyMap,
+    source: str | os.PathLike,
+    component: str,
+    *,
+    kind: str | None = None,
+    strict: bool | None = None,
+) -> None:
+    """Load ``published`` (a state dict under the published names) into ``module``.
+
+    Raises :class:`CheckpointError` naming ``source`` when a required key is
+    missing, a shape differs, a tensor has a non-floating dtype where the model
+    holds floats, or a key belongs to another component than ``kind``. A key that
+    is none of these and not on the key map's known-unused list is an error under
+    the strict switch (:func:`strict_loading`: ``strict`` or ``$TALKER_STRICT_LOADING``);
+    otherwise it is skipped and reported once, in one warning naming ``source`` and
+    every such key. Floating tensors are cast to the dtype of the module's entry.
+    """
+    strict = strict_loading(strict)
+    report = account_keys(module, published, key_map, kind)
+    problems = report.errors(strict)
     if problems:
         raise CheckpointError(
             f"{source} does not look like a {component} checkpoint: "
             + " | ".join(problems)
             + ". Check that the file is the published one for this component and is not truncated."
         )
+    loose = report.loose()
+    if loose:
+        seen = (str(source), tuple(sorted(loose)))
+        level = logging.DEBUG if seen in _REPORTED else logging.WARNING
+        _REPORTED.add(seen)
+        log.log(
+            level,
+            "%s: skipping %d tensor(s) the %s model does not use and no list names: %s "
+            "(loading goes on; please report these names; %s=1 makes this an error)",
+            source,
+            len(loose),
+            component,
+            ", ".join(sorted(loose)),
+            STRICT_ENV,
+        )
 
+    expected = module.state_dict()
     full = {}
     for k, ref in expected.items():
-        if k in mapped:
-            t = mapped[k]
-            full[k] = t.to(dtype=ref.dtype) if ref.is_floating_point() else t.to(dtype=ref.dtype)
+        if k in report.mapped:
+            full[k] = report.mapped[k].to(dtype=ref.dtype)
         else:  # derived: keep the module's own value
             full[k] = ref
     module.load_state_dict(full, strict=True)
-    log.debug("loaded %d tensors into %s from %s", len(mapped), component, source)
+    log.debug("loaded %d tensors into %s from %s", len(report.mapped), component, source)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -34,6 +34,7 @@ __all__ = [
     "MOTION_TOKEN",
     "MAX_PROMPT_TOKENS",
     "TOKENIZER_FILES",
+    "CHAT_TEMPLATE_FILE",
     "load_tokenizer",
     "render_prompt",
     "write_debug_tokenizer",
@@ -48,6 +49,8 @@ MOTION_TOKEN = "<MOTION_FRAME>"
 MAX_PROMPT_TOKENS = 1000
 #: Files that make a tokenizer folder (``tokenizer.json`` is required, the config holds the template).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: The chat template as its own file (newer transformers save it so); it wins over tokenizer_config.json's.
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 # Qwen3 specials the chat template uses, in Qwen3's id order, then ours.
 _QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
@@ -58,7 +61,9 @@ def load_tokenizer(folder: str | os.PathLike, add_missing_placeholders: bool = T
     """Load the tokenizer stored in ``folder`` (``tokenizer.json`` + ``tokenizer_config.json``).
 
     Returns a transformers fast tokenizer built from ``tokenizer.json`` exactly as
-    stored (no class-specific rebuilding), with the folder's chat template.
+    stored (no class-specific rebuilding), with the folder's chat template: the
+    file ``chat_template.jinja`` when present, else ``tokenizer_config.json``'s
+    ``chat_template``.
 
     Training added ``<SPEECH_FRAME>``/``<MOTION_FRAME>`` to Qwen3's tokenizer, and the
     reference's ``infer.py`` adds them again when a tokenizer lacks them; with
@@ -88,10 +93,18 @@ def load_tokenizer(folder: str | os.PathLike, add_missing_placeholders: bool = T
             "The files may be truncated: download the folder again."
         ) from exc
 
+    jinja = folder / CHAT_TEMPLATE_FILE
+    if jinja.is_file():  # read here, so that every transformers version finds it
+        try:
+            template = jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"Could not read the chat template {jinja} ({exc}); download it again.") from exc
+        if template.strip():
+            tok.chat_template = template
     if not getattr(tok, "chat_template", None):
         raise CheckpointError(
-            f"The tokenizer in {folder} has no chat template (expected in tokenizer_config.json or "
-            "chat_template.jinja). Download the published tokenizer files again."
+            f"The tokenizer in {folder} has no chat template (expected in {CHAT_TEMPLATE_FILE} or in "
+            "tokenizer_config.json's chat_template). Download the published tokenizer files again."
         )
     vocab = tok.get_vocab()
     absent = [t for t in _PLACEHOLDERS if t not in vocab]
@@ -214,14 +227,16 @@ DEBUG_CHAT_TEMPLATE = (
 )
 
 
-def write_debug_tokenizer(folder: str | os.PathLike) -> Path:
+def write_debug_tokenizer(folder: str | os.PathLike, template_file: bool = False) -> Path:
     """Write a tiny deterministic byte-level BPE tokenizer into ``folder``.
 
     256 byte tokens (ids 0–255, no merges) followed by the Qwen3 control tokens
     (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``, ``<think>``, ``</think>``)
     and the two placeholders: 263 tokens in all, so it fits the tiny Talker
     vocabulary. Saved as ``tokenizer.json`` + ``tokenizer_config.json`` (with
-    :data:`DEBUG_CHAT_TEMPLATE`); loads with :func:`load_tokenizer`.
+    :data:`DEBUG_CHAT_TEMPLATE`); loads with :func:`load_tokenizer`. With
+    ``template_file`` the template goes to ``chat_template.jinja`` instead (the
+    layout newer transformers write).
     """
     from tokenizers import (
         AddedToken,
@@ -254,8 +269,11 @@ def write_debug_tokenizer(folder: str | os.PathLike) -> Path:
         "additional_special_tokens": list(_PLACEHOLDERS),
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
-        "chat_template": DEBUG_CHAT_TEMPLATE,
     }
+    if template_file:
+        (folder / CHAT_TEMPLATE_FILE).write_text(DEBUG_CHAT_TEMPLATE, encoding="utf-8")
+    else:
+        config["chat_template"] = DEBUG_CHAT_TEMPLATE
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return folder
 

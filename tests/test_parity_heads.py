@@ -4,8 +4,8 @@ Every fixture of the kind: build :class:`TalkerModel` from the fixture's
 ``config``, load ``golden_weights.make_state_dict(manifest, seed, unit_std)``
 through ``TALKER_KEYS``/``load_strict``, feed the stored inputs and compare the
 patch encoders (``pe_out_<stream>``), the DiT velocity heads (``dit_v_<stream>``),
-the stop head (``stop_logits``) and the sampler runs (``sampler*_out``) with the
-fixture's tolerance.
+the stop head (``stop_logits``) and the sampler runs (``sampler*_out``) by the
+parity rule of tests/golden/README.md (``Fixture.check``).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ _MODELS: dict = {}
 
 
 def _setup(path):
-    meta, tensors = load_fixture(path)
+    fx = load_fixture(path)
+    meta = fx.meta
     key = str(path)
     if key not in _MODELS:
         model = TalkerModel(TalkerConfig.from_dict(meta["config"])).eval()
         weights = make_state_dict(meta["manifest"], meta["seed"], meta.get("unit_std", False))
         load_strict(model, weights, TALKER_KEYS, path.name, "Talker-T2AV backbone+heads")
         _MODELS[key] = model
-    tol = dict(atol=meta["tolerance"]["atol"], rtol=meta["tolerance"]["rtol"])
-    return meta, tensors, _MODELS[key], tol
+    return fx, fx.tensors, _MODELS[key]
 
 
 def _stream_input(tensors, stem, stream):
@@ -46,7 +46,7 @@ def _head(model, stream):
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_patch_encoders(path):
-    meta, tensors, model, tol = _setup(path)
+    fx, tensors, model = _setup(path)
     outputs = [k for k in tensors if k.startswith("pe_out_")]
     assert outputs, "fixture stores no patch encoder output"
     for key in outputs:
@@ -54,12 +54,12 @@ def test_patch_encoders(path):
         encoder = getattr(model, f"{stream}_patch_encoder")
         with torch.no_grad():
             got = encoder(_stream_input(tensors, "pe_in", stream))
-        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m: f"{key}: {m}")
+        fx.check(key, got)
 
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_dit_velocity_heads(path):
-    meta, tensors, model, tol = _setup(path)
+    fx, tensors, model = _setup(path)
     outputs = [k for k in tensors if k.startswith("dit_v_")]
     assert outputs, "fixture stores no DiT output"
     for key in outputs:
@@ -76,27 +76,27 @@ def test_dit_velocity_heads(path):
                 _stream_input(tensors, "dit_gc", stream),
                 dt,
             )
-        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m: f"{key}: {m}")
+        fx.check(key, got)
 
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_stop_head(path):
-    meta, tensors, model, tol = _setup(path)
+    fx, tensors, model = _setup(path)
     with torch.no_grad():
         got = model.stop_logit(tensors["stop_in"])
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, tensors["stop_logits"], **tol)
+    fx.check("stop_logits", got)
 
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_flow_sampler_runs(path):
     """Each entry of ``sampler`` (in order) is stored as ``sampler_*``, ``sampler2_*``, …;
     a run without its own ``_mu`` reuses the first run's backbone state."""
-    meta, tensors, model, tol = _setup(path)
-    runs = list(meta["sampler"].items())
+    fx, tensors, model = _setup(path)
+    runs = list(fx.meta["sampler"].items())
     assert runs, "fixture describes no sampler run"
     sampler = FlowSampler()
-    for i, (name, run) in enumerate(runs):
+    for i, (_name, run) in enumerate(runs):
         prefix = "sampler" if i == 0 else f"sampler{i + 1}"
         settings = FlowSettings(
             steps=run["steps"],
@@ -115,14 +115,4 @@ def test_flow_sampler_runs(path):
             settings,
         )
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got, tensors[f"{prefix}_out"], **tol, msg=lambda m: f"sampler run {name!r}: {m}")
-
-
-@pytest.mark.parametrize("path", PARAMS)
-def test_every_stored_output_is_checked(path):
-    meta, tensors, _, _ = _setup(path)
-    checked_prefixes = ("pe_out_", "dit_v_", "stop_logits")
-    outputs = {k for k in tensors if k.startswith(checked_prefixes) or k.endswith("_out")}
-    sampler_outputs = {("sampler" if i == 0 else f"sampler{i + 1}") + "_out" for i in range(len(meta["sampler"]))}
-    unchecked = {k for k in outputs if not k.startswith(checked_prefixes) and k not in sampler_outputs}
-    assert not unchecked, f"outputs no test compares: {sorted(unchecked)}"
+        fx.check(f"{prefix}_out", got)

@@ -2,7 +2,8 @@
 
 Each fixture holds a source image, motion rows and the reference outputs; weights
 come from golden_weights.make_state_dict(manifest, seed, unit_std) and are loaded
-through LIAX_KEYS / load_strict, blur kernels included. Rendering a 512×512 frame
+through LIAX_KEYS / load_strict, blur kernels included. Outputs are compared by the
+parity rule of tests/golden/README.md (``Fixture.check``). Rendering a 512×512 frame
 is heavy on CPU, so every fixture renders its rows once (batched) plus one row
 alone.
 """
@@ -23,8 +24,9 @@ class _Case:
     """One fixture with its model, identity and a cache of rendered frames."""
 
     def __init__(self, path):
-        self.meta, self.tensors = load_fixture(path)
-        self.tol = dict(atol=self.meta["tolerance"]["atol"], rtol=self.meta["tolerance"]["rtol"])
+        self.fx = load_fixture(path)
+        self.meta, self.tensors = self.fx.meta, self.fx.tensors
+        self.tol = self.fx.tol()
         self.cfg = LiaXConfig.from_dict(self.meta["config"])
         self.sd = make_state_dict(self.meta["manifest"], self.meta["seed"], unit_std=self.meta.get("unit_std", False))
         self.model = LiaXGenerator(self.cfg).eval()
@@ -53,10 +55,10 @@ def test_manifest_is_the_module_layout(case):
 
 
 def test_identity_and_motion_code(case):
-    torch.testing.assert_close(case.z, case.tensors["identity_z"], **case.tol)
+    case.fx.check("identity_z", case.z)
     with torch.inference_mode():
         alpha = case.model.motion_code(case.z)
-    torch.testing.assert_close(alpha, case.tensors["alpha"], **case.tol)
+    case.fx.check("alpha", alpha)
     pyramid = [tuple(f.shape[1:]) for f in case.feats]
     sizes = [2 ** (3 + i) for i in range(7)]
     assert [s[1:] for s in pyramid] == [(s, s) for s in sizes]
@@ -65,13 +67,12 @@ def test_identity_and_motion_code(case):
 def test_direction(case):
     with torch.inference_mode():
         d = case.model.direction(case.tensors["motion"])
-    torch.testing.assert_close(d, case.tensors["direction"], **case.tol)
+    case.fx.check("direction", d)
 
 
 def test_frames_batched(case):
     frames = case.batched_frames()
-    assert frames.shape == case.tensors["frames"].shape
-    torch.testing.assert_close(frames, case.tensors["frames"], **case.tol)
+    case.fx.check("frames", frames)
 
 
 def test_single_row_equals_batched_row(case):

@@ -2,7 +2,8 @@
 
 Data-driven over every ``whisperx_vae*`` fixture in $TALKER_GOLDEN_DIR: the model is
 built from the fixture's config, the weights from its manifest, loaded through
-``WHISPERX_VAE_KEYS``; every stored output is compared with the fixture's tolerances.
+``WHISPERX_VAE_KEYS``; every stored output is compared by the parity rule of
+tests/golden/README.md (``Fixture.check``: noise-aware where an alt run is stored).
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ RATES = {"wav_44k": 44_100, "wav_16k": 16_000, "wav_24k": 24_000}
 
 @functools.lru_cache(maxsize=4)
 def _fixture(path):
-    meta, tensors = load_fixture(path)
-    return meta, tensors
+    return load_fixture(path)
 
 
 def _weights(meta) -> dict[str, torch.Tensor]:
@@ -42,7 +42,7 @@ def _weights(meta) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=4)
 def _model(path, folded: bool = False) -> WhisperXVAE:
-    meta, _ = _fixture(path)
+    meta = _fixture(path).meta
     model = WhisperXVAE(WhisperXVAEConfig.from_dict(meta["config"])).eval()
     load_strict(model, _weights(meta), WHISPERX_VAE_KEYS, path.name, "WhisperX-VAE")
     if folded:
@@ -50,68 +50,52 @@ def _model(path, folded: bool = False) -> WhisperXVAE:
     return model
 
 
-def _close(actual, expected, tol, atol_key="atol", what=""):
-    torch.testing.assert_close(actual, expected, atol=tol[atol_key], rtol=tol["rtol"], msg=lambda m: f"{what}: {m}")
-
-
 @pytest.mark.parametrize("path", FIXTURES)
 def test_resampling(path):
-    meta, t = _fixture(path)
-    src = t["wav_44k"]
+    fx = _fixture(path)
+    src = fx.tensors["wav_44k"]
     for name in ("wav_16k", "wav_24k"):
-        out = resample(src, RATES["wav_44k"], RATES[name])
-        assert out.shape == t[name].shape, name
-        _close(out, t[name], meta["tolerance"], what=name)
+        fx.check(name, resample(src, RATES["wav_44k"], RATES[name]))
 
 
 @pytest.mark.parametrize("path", FIXTURES)
 def test_log_mel(path):
-    meta, t = _fixture(path)
-    tol = meta["tolerance"]
-    n_mels = meta["config"]["whisper"]["n_mels"]
-    mel = whisper_log_mel(t["wav_16k"], n_mels=n_mels)
-    assert mel.shape == t["mel"].shape
-    _close(mel, t["mel"], tol, "mel_atol", "mel of stored wav_16k")
+    fx = _fixture(path)
+    t = fx.tensors
+    n_mels = fx.meta["config"]["whisper"]["n_mels"]
+    fx.check("mel", whisper_log_mel(t["wav_16k"], n_mels=n_mels), atol_key="mel_atol")
     # end to end from the 44.1 kHz source through our own resampler
     mel2 = whisper_log_mel(resample(t["wav_44k"], RATES["wav_44k"], RATES["wav_16k"]), n_mels=n_mels)
-    _close(mel2, t["mel"], tol, "mel_atol", "mel of resampled wav_44k")
+    fx.check("mel", mel2, atol_key="mel_atol")
 
 
 @pytest.mark.parametrize("path", FIXTURES)
 def test_semantic_branch(path):
-    meta, t = _fixture(path)
-    sem = _model(path).semantic_features(t["mel"][None])[0]
-    assert sem.shape == t["semantic"].shape
-    _close(sem, t["semantic"], meta["tolerance"], what="semantic")
+    fx = _fixture(path)
+    fx.check("semantic", _model(path).semantic_features(fx.tensors["mel"][None])[0])
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["weight_norm", "folded"])
 @pytest.mark.parametrize("path", FIXTURES)
 def test_encode_decode(path, folded):
-    meta, t = _fixture(path)
-    tol = meta["tolerance"]
+    fx = _fixture(path)
+    t = fx.tensors
     model = _model(path, folded)
     assert model.weight_norm_folded == folded
-    latent = model.encode(t["wav_24k"][None], t["mel"][None])[0]
-    assert latent.shape == t["latent"].shape
-    _close(latent, t["latent"], tol, what="latent")
-    recon = model.decode(t["latent"][None])[0]
-    assert recon.shape == t["recon"].shape
-    _close(recon, t["recon"], tol, what="recon")
+    fx.check("latent", model.encode(t["wav_24k"][None], t["mel"][None])[0])
+    fx.check("recon", model.decode(t["latent"][None])[0])
 
 
 @pytest.mark.parametrize("path", FIXTURES)
 def test_encode_waveform_end_to_end(path):
-    meta, t = _fixture(path)
-    latent = _model(path).encode_waveform(t["wav_44k"], RATES["wav_44k"])[0]
-    assert latent.shape == t["latent"].shape
-    _close(latent, t["latent"], meta["tolerance"], what="latent from wav_44k")
+    fx = _fixture(path)
+    fx.check("latent", _model(path).encode_waveform(fx.tensors["wav_44k"], RATES["wav_44k"])[0])
 
 
 @pytest.mark.parametrize("path", FIXTURES)
 def test_lightning_checkpoint_layout(path):
     """A Lightning-style dict (weights + training-only entries + cfg) loads strictly."""
-    meta, _ = _fixture(path)
+    meta = _fixture(path).meta
     cfg = WhisperXVAEConfig.from_dict(meta["config"])
     sd = _weights(meta)
     extras = {

@@ -61,6 +61,9 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("generate a talking video (T2AV, A2V, V2A) or speech", "talker_core.cli.generate"),
     "batch": Command("run many jobs from a JSON Lines file, resumable (locally or on Ray)", "talker_core.cli.batch"),
     "download": Command("fetch the released model files into a models folder", "talker_core.weights.download"),
+    "check-models": Command(
+        "check a models folder: what each file holds and whether it loads", "talker_core.cli.check_models"
+    ),
 }
 
 

@@ -27,7 +27,9 @@ K key/value heads, E head width, M cache capacity (positions).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import logging
 import os
 from collections.abc import Mapping
@@ -50,6 +52,7 @@ __all__ = [
     "StaticKVCache",
     "TALKER_KEYS",
     "ATTN_IMPLEMENTATIONS",
+    "cache_kwargs",
 ]
 
 log = logging.getLogger(__name__)
@@ -334,11 +337,14 @@ class TalkerModel(nn.Module):
 
     # ------------------------------------------------------------------ loading
 
-    def load_published(self, state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
-        """Load a published backbone+heads state dict strictly (see :data:`TALKER_KEYS`).
+    def load_published(
+        self, state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool | None = None
+    ) -> None:
+        """Load a published backbone+heads state dict (see :data:`TALKER_KEYS`).
 
         Raises :class:`talker_core.checkpoint.CheckpointError` naming ``source`` on
-        any missing, unexpected or misshapen key.
+        any missing or misshapen key, a key of another component, and (under the
+        strict switch, :func:`talker_core.checkpoint.strict_loading`) any unlisted key.
         """
         lm_head = state_dict.get("llm.lm_head.weight")
         embed = state_dict.get("llm.model.embed_tokens.weight")
@@ -351,7 +357,7 @@ class TalkerModel(nn.Module):
             log.warning(
                 "%s: llm.lm_head.weight differs from the token embedding; it is tied and unused, ignoring it", source
             )
-        load_strict(self, state_dict, TALKER_KEYS, source, "Talker-T2AV backbone+heads")
+        load_strict(self, state_dict, TALKER_KEYS, source, "Talker-T2AV backbone+heads", kind="talker", strict=strict)
 
     # ------------------------------------------------------------------ helpers
 
@@ -432,7 +438,7 @@ class TalkerModel(nn.Module):
         (:meth:`new_static_cache`), which runs :meth:`run_backbone_static`."""
         if isinstance(cache, StaticKVCache):
             return self.run_backbone_static(embeds, cache)
-        out = self.llm.model(inputs_embeds=embeds.to(self.dtype), past_key_values=cache, use_cache=True)
+        out = self.llm.model(inputs_embeds=embeds.to(self.dtype), use_cache=True, **cache_kwargs(self.llm.model, cache))
         return out.last_hidden_state[:, -1]
 
     # ------------------------------------------------------------------ fast path
@@ -485,6 +491,27 @@ class TalkerModel(nn.Module):
         if position is None:
             cache.length += length
         return self.llm.model.norm(x[:, -1:])[:, 0]
+
+
+def cache_kwargs(module: nn.Module, cache) -> dict[str, Any]:
+    """The keyword argument that hands ``cache`` to a transformers model's ``forward``.
+
+    transformers renames ``past_key_values`` to ``cache`` (announced for removal in
+    5.40; 4.x knows only ``past_key_values``): whichever the installed ``forward``
+    declares is used, so neither a deprecation warning nor a removed keyword
+    reaches the user. Use as ``module(..., **cache_kwargs(module, cache))``.
+    """
+    return {_cache_keyword(type(module)): cache}
+
+
+@functools.cache
+def _cache_keyword(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters  # follows functools.wraps of the deprecation decorator
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise TypeError(f"{cls.__module__}.{cls.__qualname__}.forward takes neither `cache` nor `past_key_values`")
 
 
 def _hf_rms(norm, x: torch.Tensor, fused: bool) -> torch.Tensor:

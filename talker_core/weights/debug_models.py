@@ -8,7 +8,8 @@
   key names (tied LM head included as its own tensor, as in the release), with a
   ``talker_config`` entry in the metadata; plus the debug tokenizer
   (:func:`talker_core.tokenizer.write_debug_tokenizer`, 263 tokens, within the
-  tiny vocabulary of 320).
+  tiny vocabulary of 320) with its template in ``chat_template.jinja``, and the
+  backbone's Qwen3 ``config.json``, as in the published folder.
 - ``whisperx-vae/model.ckpt``: a Lightning-style pickle — ``state_dict`` with the
   unprefixed module names the reference loads (``CodecEnc.*``, ``CodecDec.*``,
   ``vae.*``, ``semantic_model.*``) plus a few training-only entries the real file
@@ -48,6 +49,7 @@ import torch
 
 __all__ = [
     "debug_talker_config",
+    "write_backbone_config",
     "debug_whisperx_config",
     "debug_liax_config",
     "debug_speaker_config",
@@ -129,7 +131,17 @@ def _write_talker(folder: Path, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "talker_kind": "talker", "talker_config": json.dumps(config.to_dict(), sort_keys=True)}
     save_file(dict(_state(model)), str(folder / "model.safetensors"), metadata=meta)
-    write_debug_tokenizer(folder)
+    write_debug_tokenizer(folder, template_file=True)  # the published folder has chat_template.jinja
+    write_backbone_config(folder / "config.json", config)
+
+
+def write_backbone_config(path: Path, config) -> None:
+    """A Qwen3 ``config.json`` for the backbone of ``config`` (a TalkerConfig), as the published folder has."""
+    import dataclasses
+
+    data = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **dataclasses.asdict(config.llm)}
+    data["torch_dtype"] = "float32"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _whisperx_cfg_tree(config) -> dict:

@@ -19,7 +19,11 @@ over the pickle beside it.
 Pickles are read with ``torch.load(weights_only=True)`` only; the Lightning
 checkpoint's OmegaConf config is rebuilt by the inert stand-ins of
 :mod:`talker_core.safe_pickle`. Every key is checked by
-:func:`talker_core.checkpoint.load_strict`.
+:func:`talker_core.checkpoint.load_strict`: missing keys, wrong shapes or dtypes
+and keys of another component are errors; a key no list names is reported in one
+log line and skipped, or is an error under the strict switch (``strict=True`` or
+``TALKER_STRICT_LOADING=1``). The ``talker-t2av`` folder's ``config.json`` (when
+present) is checked against the sizes built (:func:`check_backbone_config`).
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from typing import Any, Optional
 import torch
 
 from talker_core.checkpoint import (
+    COMPONENT_KEYS,
     CheckpointError,
     KeyMap,
+    component_of_key,
     describe_keys,
     load_strict,
     read_state_file,
@@ -63,6 +69,11 @@ __all__ = [
     "resolve_in_folder",
     "find_models",
     "missing_models_message",
+    "check_backbone_config",
+    "BACKBONE_CONFIG",
+    "read_component",
+    "key_map",
+    "build_module",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,6 +99,8 @@ CONVERTED_LAYOUT: dict[str, str] = {
 DOWNLOAD_COMMAND = "python -m talker_core download --models {models_dir}"
 
 _TALKER_WEIGHTS = "model.safetensors"
+#: The backbone's config file in the ``talker-t2av`` folder (Qwen3 ``config.json`` field names).
+BACKBONE_CONFIG = "config.json"
 
 _DESCRIPTION = {
     "talker": "the Talker-T2AV backbone+heads file (talker-t2av/model.safetensors)",
@@ -193,16 +206,13 @@ def identify(payload: Any, metadata: Optional[Mapping[str, str]] = None) -> Opti
         if isinstance(payload.get(inner), Mapping):
             payload = payload[inner]
             break
-    keys = [str(k) for k in payload]
-    if any(k.startswith("llm.model.") for k in keys):
-        return "talker"
-    if any(re.match(r"^(\w+\.)?CodecEnc\.", k) for k in keys):
-        return "whisperx_vae"
-    if "dec.direction.weight" in keys or any(k.startswith("enc.enc_2r.") for k in keys):
-        return "liax"
-    if any(k.startswith("feature_extract.model.") for k in keys) or "layer1.conv.weight" in keys:
-        return "speaker"
-    return None
+    counts = dict.fromkeys(COMPONENT_KEYS, 0)
+    for k in payload:
+        kind = component_of_key(str(k))
+        if kind is not None:
+            counts[kind] += 1
+    best = max(counts, key=counts.__getitem__)  # most signature keys; ties in table order
+    return best if counts[best] else None
 
 
 #: Key fragments that give a component away in a pickled checkpoint's ``data.pkl`` (the same
@@ -372,17 +382,94 @@ def _read_talker(path: Path):
     return payload, config
 
 
+# Where a config.json may keep the backbone's fields: at the top (a Qwen3 config.json) or nested.
+_BACKBONE_SECTIONS = ("llm", "llm_config", "text_config", "backbone")
+
+
+def check_backbone_config(path: str | os.PathLike, config) -> None:
+    """Check the ``talker-t2av/config.json`` at ``path`` (if present) against ``config`` (a TalkerConfig).
+
+    Fields are compared by name: the backbone's (``hidden_size``, ``num_hidden_layers``, … as in
+    a Qwen3 ``config.json``; at the top level or under ``llm``/``llm_config``/``text_config``/
+    ``backbone``; ``rope_theta`` also inside ``rope_parameters``), the top-level Talker sizes
+    (``speech_dim``, ``patch_size``, …) and the ``patch_encoder``/``dit`` sections. Fields the
+    code does not build (``architectures``, ``torch_dtype``, …) are not compared. Raises
+    :class:`CheckpointError` naming the file and every differing field.
+    """
+    import dataclasses
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc}); download the talker-t2av folder again.") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of config fields.")
+
+    def scalars(obj) -> dict[str, Any]:
+        return {
+            f.name: getattr(obj, f.name)
+            for f in dataclasses.fields(obj)
+            if not dataclasses.is_dataclass(getattr(obj, f.name))
+        }
+
+    sections: list[tuple[str, Mapping[str, Any], dict[str, Any]]] = []
+    backbone = next((data[k] for k in _BACKBONE_SECTIONS if isinstance(data.get(k), dict)), data)
+    prefix = next((f"{k}." for k in _BACKBONE_SECTIONS if isinstance(data.get(k), dict)), "")
+    llm = dict(backbone)
+    rope = llm.get("rope_parameters")
+    if "rope_theta" not in llm and isinstance(rope, dict) and "rope_theta" in rope:
+        llm["rope_theta"] = rope["rope_theta"]
+    sections.append((prefix, llm, scalars(config.llm)))
+    sections.append(("", data, scalars(config)))
+    for name in ("patch_encoder", "dit"):
+        if isinstance(data.get(name), dict):
+            sections.append((f"{name}.", data[name], scalars(getattr(config, name))))
+
+    differing = []
+    model_type = llm.get("model_type")
+    if model_type is not None and model_type != "qwen3" and prefix:
+        differing.append(f"{prefix}model_type: config.json {model_type!r}, built 'qwen3'")
+    for where, found, built in sections:
+        for name, want in built.items():
+            if name not in found:
+                continue
+            got = found[name]
+            same = (
+                math.isclose(float(got), float(want), rel_tol=1e-9)
+                if _is_number(got) and _is_number(want)
+                else got == want
+            )
+            if not same:
+                differing.append(f"{where}{name}: config.json {got!r}, built {want!r}")
+    if differing:
+        raise CheckpointError(
+            f"{path} does not match the sizes this model is built with: " + "; ".join(differing) + ". The "
+            "config.json and model.safetensors in this folder come from different releases, or the file was "
+            "edited: download the talker-t2av folder again."
+        )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_talker(
     folder: str | os.PathLike,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
+    strict: Optional[bool] = None,
 ) -> TalkerBundle:
     """Load ``talker-t2av/`` (model.safetensors + tokenizer files) → :class:`TalkerBundle`.
 
     Sizes are the release's unless the file's metadata carries ``talker_config``
-    (debug sets and converted files do); either way every tensor is checked
-    against them strictly. ``folder`` may also be the model.safetensors path.
+    (debug sets and converted files do); the folder's ``config.json``, when
+    present, must agree with them (:func:`check_backbone_config`), and every
+    tensor is checked against them. ``strict``: see :func:`talker_core.checkpoint.load_strict`.
+    ``folder`` may also be the model.safetensors path.
     """
     from talker_core.models.talker import TalkerModel
     from talker_core.tokenizer import MOTION_TOKEN, SPEECH_TOKEN, load_tokenizer
@@ -396,6 +483,7 @@ def load_talker(
             f"Fetch them with: {DOWNLOAD_COMMAND.format(models_dir='DIR')}"
         )
     sd, config = _read_talker(weights)
+    check_backbone_config(folder / BACKBONE_CONFIG, config)
     tokenizer = load_tokenizer(folder)
     vocab = config.llm.vocab_size
     for token in (SPEECH_TOKEN, MOTION_TOKEN):
@@ -406,7 +494,7 @@ def load_talker(
                 "the tokenizer files do not belong to this model.safetensors."
             )
     model = TalkerModel(config, attn_implementation=attn_implementation)
-    model.load_published(sd, weights)
+    model.load_published(sd, weights, strict=strict)
     del sd
     return TalkerBundle(_finish(model, device, dtype), tokenizer, config, weights)
 
@@ -518,6 +606,7 @@ def load_whisperx_vae(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     fold_weight_norm: bool = True,
+    strict: Optional[bool] = None,
 ):
     """Load ``whisperx-vae/model.ckpt`` (or its .safetensors conversion) → ``WhisperXVAE`` in eval mode.
 
@@ -531,7 +620,7 @@ def load_whisperx_vae(
     path = _as_file(path, ("model.safetensors", "model.ckpt"), "whisperx_vae")
     sd, config = _read_whisperx(path)
     model = WhisperXVAE(config)
-    load_strict(model, sd, WHISPERX_VAE_KEYS, path, "WhisperX-VAE")
+    load_strict(model, sd, WHISPERX_VAE_KEYS, path, "WhisperX-VAE", kind="whisperx_vae", strict=strict)
     del sd
     if fold_weight_norm:
         model.fold_weight_norm()
@@ -554,7 +643,12 @@ def _read_liax(path: Path):
     return sd, config
 
 
-def load_liax(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_liax(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    strict: Optional[bool] = None,
+):
     """Load ``lia-x.pt`` (or its .safetensors conversion) → ``LiaXGenerator`` in eval mode (scale from the shapes)."""
     from talker_core.models.liax import LIAX_KEYS, LiaXGenerator
 
@@ -562,7 +656,7 @@ def load_liax(path: str | os.PathLike, device: str | torch.device = "cpu", dtype
     sd, config = _read_liax(path)
     # hundreds of millions of parameters: skip the random initialisation they would get
     model = _instantiate(lambda: LiaXGenerator(config), LIAX_KEYS)
-    load_strict(model, sd, LIAX_KEYS, path, "LIA-X generator")
+    load_strict(model, sd, LIAX_KEYS, path, "LIA-X generator", kind="liax", strict=strict)
     del sd
     return _finish(model, device, dtype)
 
@@ -588,7 +682,10 @@ def _read_speaker(path: Path):
 
 
 def load_speaker_encoder(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    strict: Optional[bool] = None,
 ):
     """Load ``wavlm_large_finetune.pth`` (or its .safetensors conversion) → ``SpeakerEncoder`` in eval mode."""
     from talker_core.models.speaker_encoder import SPEAKER_KEYS, SpeakerEncoder
@@ -596,7 +693,7 @@ def load_speaker_encoder(
     path = _as_file(path, ("wavlm_large_finetune.safetensors", "wavlm_large_finetune.pth"), "speaker")
     sd, config = _read_speaker(path)
     model = SpeakerEncoder(config)
-    load_strict(model, sd, SPEAKER_KEYS, path, "speaker encoder (WavLM + ECAPA-TDNN)")
+    load_strict(model, sd, SPEAKER_KEYS, path, "speaker encoder (WavLM + ECAPA-TDNN)", kind="speaker", strict=strict)
     del sd
     return _finish(model, device, dtype)
 
@@ -609,11 +706,11 @@ _LOADERS = {
 }
 
 
-def load_component(kind: str, path: str | os.PathLike, device="cpu", dtype=torch.float32):
+def load_component(kind: str, path: str | os.PathLike, device="cpu", dtype=torch.float32, strict=None):
     """Dispatch to the loader of ``kind`` (one of :data:`KINDS`)."""
     if kind not in _LOADERS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
-    return _LOADERS[kind](path, device=device, dtype=dtype)
+    return _LOADERS[kind](path, device=device, dtype=dtype, strict=strict)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -632,6 +729,39 @@ def _key_map(kind: str) -> KeyMap:
 
 
 _READERS = {"talker": _read_talker, "whisperx_vae": _read_whisperx, "liax": _read_liax, "speaker": _read_speaker}
+
+
+def read_component(kind: str, path: str | os.PathLike):
+    """``(state dict under the published names, config)`` of one file, read as its loader reads it.
+
+    No model is built and nothing is checked against one (see ``python -m talker_core check-models``).
+    """
+    if kind not in _READERS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return _READERS[kind](Path(path))
+
+
+def key_map(kind: str) -> KeyMap:
+    """The :class:`KeyMap` of one component kind."""
+    return _key_map(kind)
+
+
+def build_module(kind: str, config, device: str | torch.device = "meta") -> torch.nn.Module:
+    """The module one component's file loads into, built on ``device`` (by default without memory)."""
+    if kind == "talker":
+        from talker_core.models.talker import TalkerModel as cls
+    elif kind == "whisperx_vae":
+        from talker_core.models.whisperx_vae import WhisperXVAE as cls
+    elif kind == "liax":
+        from talker_core.models.liax import LiaXGenerator as cls
+    elif kind == "speaker":
+        from talker_core.models.speaker_encoder import SpeakerEncoder as cls
+    else:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    with torch.device(device):
+        return cls(config)
+
+
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf"}
 
 
