@@ -52,11 +52,12 @@ def infer_mode(speech_only: bool, forced_speech, forced_motion) -> str:
 
 def check_inputs(mode: str, text: str, voice, face, reference_motion, prefix_seconds: float) -> None:
     """Clear errors, naming the node inputs, for what each mode needs (before any model runs)."""
-    from talker_core.pipeline import Mode
+    from talker_core.pipeline import Mode, unspeakable_reason
 
     name = MODE_NAMES[mode]
-    if mode in (Mode.T2AV, Mode.SPEECH) and not (text or "").strip():
-        raise ValueError(f"text is empty: {name} needs the words to speak")
+    reason = unspeakable_reason(text or "") if mode in (Mode.T2AV, Mode.SPEECH) else None
+    if reason is not None:
+        raise ValueError(f"text: {reason}; {name} needs the words to speak")
     if mode in (Mode.T2AV, Mode.V2A, Mode.SPEECH) and voice is None:
         raise ValueError(f"voice is not connected: {name} needs a reference voice (Talker-T2AV Encode Voice)")
     if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
@@ -230,8 +231,11 @@ class TalkerSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, text=None, speech_only=None):
-        if speech_only is True and isinstance(text, str) and not text.strip():
-            return "text is empty: speech only needs the words to speak"
+        from talker_core.pipeline import unspeakable_reason
+
+        reason = unspeakable_reason(text) if speech_only is True and isinstance(text, str) else None
+        if reason is not None:
+            return f"text: {reason}; speech only needs the words to speak"
         return True
 
     @classmethod
@@ -276,7 +280,7 @@ class TalkerSampler(io.ComfyNode):
             segment_prefix_seconds=segment_prefix_seconds,
         )
         bundle = model.ready()
-        with host.interruptible():
+        with host.interruptible(), host.collect_warnings() as warnings:
             result = generate(
                 bundle,
                 request,
@@ -291,7 +295,7 @@ class TalkerSampler(io.ComfyNode):
         if not include_prefix and prefix > 0:
             speech, motion, prefix = _drop_prefix(speech, prefix), _drop_prefix(motion, prefix), 0
         summary = f"{MODE_NAMES[mode]}: {result.summary()}"
-        return io.NodeOutput(speech, motion, ui=summary_ui(summary, motion_plot(speech, motion, prefix)))
+        return io.NodeOutput(speech, motion, ui=summary_ui(summary, motion_plot(speech, motion, prefix), warnings))
 
 
 def _drop_prefix(stream, frames: int):
