@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from . import host
 from .compat import schema_extras
+from .plot import summary_ui
 from .sockets import (
     CATEGORY,
     SEARCH_ALIASES,
@@ -59,8 +60,9 @@ class TalkerEncodeVoice(io.ComfyNode):
         from talker_core.pipeline import encode_voice
 
         wav, rate = host.audio_input(audio, "reference audio")
-        voice = encode_voice(codec.ready(), speaker_encoder.ready(), wav, rate, max_seconds=max_seconds)
-        return io.NodeOutput(voice)
+        with host.collect_warnings() as warnings:
+            voice = encode_voice(codec.ready(), speaker_encoder.ready(), wav, rate, max_seconds=max_seconds)
+        return io.NodeOutput(voice, ui=summary_ui(f"voice: {voice.speech.seconds:.2f} s used", warnings=warnings))
 
 
 class TalkerEncodeSpeech(io.ComfyNode):
@@ -95,9 +97,9 @@ class TalkerEncodeSpeech(io.ComfyNode):
 
         wav, rate = host.audio_input(audio, "driving audio")
         vae = codec.ready()
-        with host.interruptible():
+        with host.interruptible(), host.collect_warnings() as warnings:
             speech = encode_speech(vae, wav, rate, max_seconds=max_seconds or None, hooks=host.make_hooks())
-        return io.NodeOutput(speech)
+        return io.NodeOutput(speech, ui=summary_ui(f"speech: {speech.seconds:.2f} s encoded", warnings=warnings))
 
 
 class TalkerEncodeFace(io.ComfyNode):
@@ -182,6 +184,6 @@ class TalkerEncodeMotion(io.ComfyNode):
         from talker_core.pipeline import encode_motion
 
         liax = face_model.ready()
-        with host.interruptible():
+        with host.interruptible(), host.collect_warnings() as warnings:
             motion = encode_motion(liax, images, fps, max_seconds=max_seconds or None, hooks=host.make_hooks())
-        return io.NodeOutput(motion)
+        return io.NodeOutput(motion, ui=summary_ui(f"motion: {motion.seconds:.2f} s encoded", warnings=warnings))

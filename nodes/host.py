@@ -157,7 +157,16 @@ def offload_device(load: torch.device) -> torch.device:
 
 
 def resolve_dtype(choice: str, device: torch.device, auto_half: bool) -> torch.dtype:
-    """fp32/bf16/fp16 as asked; 'auto' is bf16 where the GPU supports it (if ``auto_half``), else fp32."""
+    """fp32/bf16/fp16 as asked; 'auto' is bf16 where the GPU supports it (if ``auto_half``), else fp32.
+
+    A precision that cannot work on ``device`` (fp16 on the CPU) is refused here, before anything loads.
+    """
+    dtype = _choose_dtype(choice, device, auto_half)
+    check_precision(choice, device, dtype)
+    return dtype
+
+
+def _choose_dtype(choice: str, device: torch.device, auto_half: bool) -> torch.dtype:
     if choice == "fp32":
         return torch.float32
     if choice == "bf16":
@@ -169,6 +178,16 @@ def resolve_dtype(choice: str, device: torch.device, auto_half: bool) -> torch.d
     if auto_half and device.type != "cpu" and mm.should_use_bf16(device):
         return torch.bfloat16
     return torch.float32
+
+
+def check_precision(choice: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before loading, a precision that cannot work where the model runs (fp16 on the CPU: NaN frames)."""
+    from talker_core.weights.loaders import check_precision as check
+
+    try:
+        check(device, dtype)
+    except ValueError as exc:
+        raise ValueError(f"precision {choice} on {device}: {exc}") from exc
 
 
 def check_attention(choice: str) -> None:
@@ -267,6 +286,31 @@ def make_hooks(progress: bool = True):
             pbar.update_absolute(done, max(int(total), 1), _preview(preview))
 
     return Hooks(progress=report, should_cancel=mm.processing_interrupted)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """The warnings talker_core logs while inside (truncated media, cut driving input, clipped audio...).
+
+    They still go to the console; the list lets a node repeat them in its summary on the canvas.
+    """
+    handler = _Collect()
+    logger = logging.getLogger("talker_core")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

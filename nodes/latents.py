@@ -82,16 +82,38 @@ def save(kind: str, tensor, filename_prefix: str, prompt, extra_pnginfo) -> tupl
 
     out_dir = folder_paths.get_output_directory()
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+    data = {TENSOR_NAME[kind]: tensor.detach().float().cpu().contiguous()}
+    meta = _metadata(kind, int(tensor.shape[0]), prompt, extra_pnginfo)
+    while os.path.lexists(os.path.join(folder, f"{name}_{counter:05}_.safetensors")):
+        counter += 1  # never replace a file, whatever the counter found
     file = f"{name}_{counter:05}_.safetensors"
-    data = save_bytes(
-        {TENSOR_NAME[kind]: tensor.detach().float().cpu().contiguous()},
-        metadata=_metadata(kind, int(tensor.shape[0]), prompt, extra_pnginfo),
-    )
-    # A plain open(): the file gets the mode ComfyUI's own outputs get (the umask's), where
-    # safetensors' save_file would make it 0600.
-    with open(os.path.join(folder, file), "wb") as f:
-        f.write(data)
+    target = os.path.join(folder, file)
+    _refuse_input_target(target)
+    # Written under a hidden temporary name and renamed when complete: a failed or cancelled save
+    # leaves nothing. A plain open() gives the file the mode ComfyUI's own outputs get (the umask's),
+    # where safetensors' save_file would make it 0600.
+    tmp = os.path.join(folder, f".{file}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(save_bytes(data, metadata=meta))
+        if os.path.lexists(target):  # pragma: no cover - a race with another writer
+            raise FileExistsError(f"{target} appeared while saving; run again")
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
     return file, subfolder
+
+
+def _refuse_input_target(target: str) -> None:
+    """Nodes never write into ComfyUI's input folder (where the files they read live)."""
+    inputs = os.path.realpath(folder_paths.get_input_directory())
+    real = os.path.realpath(target)
+    if os.path.commonpath([inputs, real]) == inputs:
+        raise ValueError(
+            f"the save path {target} lies in ComfyUI's input folder ({inputs}); nodes never write there, so files "
+            "you load are never replaced. Choose a filename_prefix under the output folder"
+        )
 
 
 def load(kind: str, name: str):

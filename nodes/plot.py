@@ -12,6 +12,7 @@ The ``executed`` message of a node carries its ``ui`` dict to the browser, where
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -65,7 +66,9 @@ def motion_plot(speech, motion, prefix_frames: int = 0, fps: int = 25) -> dict:
     }
 
 
-def summary_ui(text: str, plot: Optional[dict] = None) -> dict:
+def summary_ui(text: str, plot: Optional[dict] = None, warnings: Sequence[str] = ()) -> dict:
+    """The ``ui`` payload; ``warnings`` (e.g. from ``host.collect_warnings``) are appended to the summary line."""
+    text = "".join([text, *(f"  ⚠ {w}" for w in dict.fromkeys(warnings))])
     ui = {"text": [text]}
     if plot is not None:
         ui["talker_plot"] = [plot]

@@ -56,11 +56,12 @@ def infer_mode(speech_only: bool, forced_speech, forced_motion) -> str:
 
 def check_inputs(mode: str, text: str, voice, face, reference_motion, prefix_seconds: float) -> None:
     """Clear errors, naming the node inputs, for what each mode needs (before any model runs)."""
-    from talker_core.pipeline import Mode
+    from talker_core.pipeline import Mode, unspeakable_reason
 
     name = MODE_NAMES[mode]
-    if mode in (Mode.T2AV, Mode.SPEECH) and not (text or "").strip():
-        raise ValueError(f"text is empty: {name} needs the words to speak")
+    reason = unspeakable_reason(text or "") if mode in (Mode.T2AV, Mode.SPEECH) else None
+    if reason is not None:
+        raise ValueError(f"text: {reason}; {name} needs the words to speak")
     if mode in (Mode.T2AV, Mode.V2A, Mode.SPEECH) and voice is None:
         raise ValueError(f"voice is not connected: {name} needs a reference voice (Encode Voice)")
     if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
@@ -236,19 +237,24 @@ class TalkerSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, text=None, speech_only=None, forced_speech=_UNCONNECTED, forced_motion=_UNCONNECTED):
-        """Refuse an empty text at queue time where the mode needs words (T2AV, speech only).
+        """Refuse a text with nothing to speak at queue time where the mode needs words (T2AV, speech only).
 
         ComfyUI passes a linked input to ``validate_inputs`` as None (its value is not known
         yet) and leaves an unconnected optional input out, so the defaults here tell a
         connected forced stream (A2V/V2A: text optional or checked at run time) from none.
         A linked ``text`` arrives as None and is checked at run time.
         """
-        if not isinstance(text, str) or text.strip():
+        from talker_core.pipeline import unspeakable_reason
+
+        if not isinstance(text, str):
+            return True
+        reason = unspeakable_reason(text)
+        if reason is None:
             return True
         if speech_only is True:
-            return "text is empty: speech only needs the words to speak"
+            return f"text: {reason}; speech only needs the words to speak"
         if speech_only is False and forced_speech is _UNCONNECTED and forced_motion is _UNCONNECTED:
-            return "text is empty: T2AV needs the words to speak (or connect forced_speech for audio-driven video)"
+            return f"text: {reason}; T2AV needs the words to speak (or connect forced_speech for audio-driven video)"
         return True
 
     @classmethod
@@ -293,7 +299,7 @@ class TalkerSampler(io.ComfyNode):
             segment_prefix_seconds=segment_prefix_seconds,
         )
         bundle = model.ready()
-        with host.interruptible():
+        with host.interruptible(), host.collect_warnings() as warnings:
             result = generate(
                 bundle,
                 request,
@@ -308,7 +314,7 @@ class TalkerSampler(io.ComfyNode):
         if not include_prefix and prefix > 0:
             speech, motion, prefix = _drop_prefix(speech, prefix), _drop_prefix(motion, prefix), 0
         summary = f"{MODE_NAMES[mode]}: {result.summary()}"
-        return io.NodeOutput(speech, motion, ui=summary_ui(summary, motion_plot(speech, motion, prefix)))
+        return io.NodeOutput(speech, motion, ui=summary_ui(summary, motion_plot(speech, motion, prefix), warnings))
 
 
 def _drop_prefix(stream, frames: int):

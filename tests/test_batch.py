@@ -162,7 +162,7 @@ def test_local_batch_records_failures_goes_on_and_resumes(debug_models, inputs, 
         "broken": "failed",
         "line-6": "failed",
     }
-    assert "missing.wav: no such file" in state["nofile"]["error"]
+    assert "missing.wav does not exist" in state["nofile"]["error"]
     assert "text is empty" in state["empty"]["error"]
     assert "broken.png" in state["broken"]["error"] and "could not be decoded" in state["broken"]["error"]
     assert "6 jobs: 2 done, 0 already complete, 4 failed" in stdout

@@ -548,3 +548,68 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
     monkeypatch.setattr(kernels.__init__, "__defaults__", (*head, 0))
     speech, motion = sample(models, refs).args
     assert speech.frames == motion.frames > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# nothing lost, nothing wrong said (issue 10)
+
+
+def test_fp16_on_the_cpu_is_refused_before_loading(comfy):
+    from nodes import loaders
+
+    with pytest.raises(ValueError, match="precision fp16 on cpu: fp16 does not work on the CPU"):
+        run_node(loaders.TalkerLoadFaceModel, precision="fp16", device="cpu")
+
+
+def test_sampler_refuses_text_with_nothing_to_speak(models, refs):
+    with pytest.raises(ValueError, match="ZERO WIDTH SPACE"):
+        sample(models, refs, text="\u200b\u200b")
+    with pytest.raises(ValidationFailed, match="punctuation or symbols"):
+        sample(models, refs, speech_only=True, text="... !!")
+
+
+def test_summaries_report_cut_and_clipped_inputs(models, refs):
+    from nodes import encoders
+
+    out = sample(models, refs, forced_speech=refs["speech"], max_seconds=0.32)  # 0.8 s of driving speech
+    assert "⚠" in out.ui["text"][0] and "max_seconds=0.32 cuts it" in out.ui["text"][0], out.ui
+    assert "⚠" not in sample(models, refs, forced_speech=refs["speech"], max_seconds=2.0).ui["text"][0]
+    loud = {"waveform": 4.0 * harness.voice_waveform(2.0, 22050)[None], "sample_rate": 22050}
+    out = run_node(
+        encoders.TalkerEncodeVoice, codec=models["codec"], speaker_encoder=models["speaker_encoder"], audio=loud
+    )
+    assert "above full scale" in out.ui["text"][0], out.ui
+
+
+def test_a_failed_save_leaves_nothing_in_output(comfy, refs, monkeypatch):
+    import folder_paths
+    import safetensors.torch
+
+    from nodes import latents
+
+    out_dir = Path(folder_paths.get_output_directory())
+    before = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*"))
+
+    def half_written(data, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="No space"):
+        run_node(latents.TalkerSaveSpeechLatents, speech=refs["speech"], filename_prefix="talker/fail")
+    after = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*"))
+    assert [p for p in after if p not in before] in ([], [Path("talker")])  # at most the (empty) subfolder
+    assert not [p for p in out_dir.rglob("*") if p.is_file() and "fail" in p.name]
+
+
+def test_saves_never_write_into_the_input_folder(comfy, refs, monkeypatch):
+    import folder_paths
+
+    from nodes import latents
+
+    in_dir = Path(folder_paths.get_input_directory())
+    monkeypatch.setattr(folder_paths, "output_directory", str(in_dir))  # a setup where output/ is input/
+    before = sorted(in_dir.rglob("*"))
+    with pytest.raises(ValueError, match="input folder"):
+        run_node(latents.TalkerSaveMotionLatents, motion=refs["motion"], filename_prefix="talker/m")
+    assert sorted(p for p in in_dir.rglob("*") if p.is_file()) == [p for p in before if p.is_file()]

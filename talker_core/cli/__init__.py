@@ -161,17 +161,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    elif not logging.getLogger().handlers:  # warnings (truncated or clipped inputs...) as one plain line each
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    from talker_core.cli.signals import Terminated, exit_status, sigterm_as_interrupt
+
     try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM: temporary files are already removed by the writers
+        print("stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        return exit_status(exc)
     except Exception as exc:  # one line for the user; --traceback for developers
         if args.traceback:
             raise
         from talker_core.checkpoint import CheckpointError
+        from talker_core.weights.download import DownloadError
 
-        known = isinstance(exc, (CheckpointError, ValueError, OSError))
+        known = isinstance(exc, (CheckpointError, DownloadError, ValueError, OSError))
         prefix = "error" if known else f"error ({type(exc).__name__})"
         print(f"{prefix}: {_one_line(exc)}", file=sys.stderr)
         return 1

@@ -22,12 +22,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from talker_core.cli import checks
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # The options naming input files (besides --text-file), as argparse ``dest`` names.
-INPUT_FILES = ("ref_audio", "ref_video", "ref_image", "ref_motion", "drive_audio", "drive_video")
+INPUT_FILES = checks.INPUT_FILES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--drive-audio", metavar="FILE", help="A2V: speech to animate the face with")
     g.add_argument("--drive-video", metavar="FILE", help="V2A: silent talking clip to dub")
     g.add_argument("--speech-only", action="store_true", help="generate speech only (writes audio)")
+    g.add_argument(
+        "--rerender-face",
+        action="store_true",
+        help="V2A: render the face anew through LIA-X (512×512) instead of keeping the clip's own frames",
+    )
     g.add_argument(
         "--out",
         default="out.mp4",
@@ -136,15 +144,31 @@ def _pick_device(name: str):
         raise ValueError(f"--device {name!r} is not a device name (use cpu, cuda, cuda:N, mps)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but this PyTorch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 …")
+    if device.type == "mps" and not (torch.backends.mps.is_built() and torch.backends.mps.is_available()):
+        raise ValueError(
+            "--device mps was asked for, but this PyTorch has no usable MPS (Apple-silicon GPU) support; "
+            "use --device cpu (or auto)"
+        )
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: only cpu, cuda, cuda:N and mps are supported")
     return device
 
 
 def _pick_dtype(name: str, device):
     import torch
 
+    from talker_core.weights.loaders import check_precision
+
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, DTYPES[name])
+    dtype = getattr(torch, DTYPES[name])
+    try:
+        check_precision(device, dtype)
+    except ValueError as exc:
+        raise ValueError(f"--dtype {name}: {exc}") from exc
+    return dtype
 
 
 def _texts(args) -> list[str]:
@@ -152,9 +176,10 @@ def _texts(args) -> list[str]:
         if args.text:
             raise ValueError("give --text or --text-file, not both")
         path = Path(args.text_file)
-        if not path.is_file():
-            raise ValueError(f"--text-file {path} does not exist")
-        return [path.read_text(encoding="utf-8")]
+        try:
+            return [path.read_text(encoding="utf-8")]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--text-file {path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
     return list(args.text or [""])
 
 
@@ -177,10 +202,7 @@ def _mode(args) -> str:
 def _check_inputs(args, mode: str) -> None:
     from talker_core.pipeline import Mode
 
-    for flag in INPUT_FILES:
-        value = getattr(args, flag)
-        if value and not Path(value).is_file():
-            raise ValueError(f"--{flag.replace('_', '-')} {value}: no such file")
+    checks.check_input_files(args)
     if args.ref_video and args.ref_image:
         raise ValueError("give --ref-video or --ref-image for the face, not both")
     if mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and not args.ref_audio:
@@ -194,6 +216,8 @@ def _check_inputs(args, mode: str) -> None:
         raise ValueError(f"--out must end in .mp4 (got {out.name})")
     if args.render_chunk < 1:
         raise ValueError("--render-chunk must be at least 1")
+    if getattr(args, "rerender_face", False) and mode != Mode.V2A:
+        raise ValueError("--rerender-face is for V2A (--drive-video) only")
 
 
 def _outputs(out: Path, count: int) -> list[Path]:
@@ -216,9 +240,9 @@ def plan(args: argparse.Namespace) -> Plan:
     from talker_core import pipeline as P
 
     mode = _mode(args)
+    _check_inputs(args, mode)
     texts = _texts(args)
     seeds = list(args.seed or [0])
-    _check_inputs(args, mode)
     requests = []
     for text in texts:
         for seed in seeds:
@@ -236,8 +260,11 @@ def plan(args: argparse.Namespace) -> Plan:
                     stop_threshold=args.stop_threshold,
                 )
             )
-    if mode in (P.Mode.T2AV, P.Mode.SPEECH) and not any(r.text.strip() for r in requests):
-        raise ValueError("--text is empty: give the words to speak")
+    if mode in (P.Mode.T2AV, P.Mode.SPEECH):
+        for text in texts:
+            reason = P.unspeakable_reason(text)
+            if reason is not None:
+                raise ValueError(f"{'--text-file' if args.text_file else '--text'}: {reason}; give the words to speak")
     need = {"talker", "whisperx_vae"}
     if args.ref_audio:
         need.add("speaker")
@@ -290,35 +317,63 @@ class Models:
         return self._loaded[kind]
 
 
-def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks) -> dict:
-    """Reference and driving media -> the conditioning keyword arguments of :func:`pipeline.generate`."""
+def read_inputs(args: argparse.Namespace, mode: str) -> dict:
+    """Decode every reference and driving file (no model needed): a bad file is reported before any model loads."""
     from talker_core import media
     from talker_core import pipeline as P
     from talker_core.types import FPS
 
-    liax = models.get("liax") if mode != P.Mode.SPEECH else None
-    voice = face = reference_motion = forced_speech = forced_motion = None
+    got: dict = {}
     if args.ref_audio:
-        wav, sr = media.load_audio(args.ref_audio, max_seconds=P.MAX_REFERENCE_SECONDS)
-        voice = P.encode_voice(models.get("whisperx_vae"), models.get("speaker"), wav, sr)
+        got["ref_audio"] = media.load_audio(args.ref_audio, max_seconds=P.MAX_REFERENCE_SECONDS)
     if args.ref_image:
-        face = P.encode_face(liax, media.load_image(args.ref_image))
+        got["ref_image"] = media.load_image(args.ref_image)
     elif args.ref_video:
         # Only the frames the request uses: the first (identity) and the prefix.
         prefix_s = args.prefix_seconds if not args.ref_motion else 0.0
-        frames, fps = media.load_video_frames(
+        got["ref_frames"], _ = media.load_video_frames(
             args.ref_video, max_seconds=max(prefix_s, 1.0 / FPS) + 0.2, target_fps=FPS
         )
+        got["prefix_seconds"] = prefix_s
+    if args.ref_motion:
+        got["ref_motion"] = P.motion_from_reference_pt(args.ref_motion)
+    if mode == P.Mode.A2V:
+        wav, sr = got["drive_audio"] = media.load_audio(args.drive_audio, max_seconds=args.max_seconds)
+        checks.warn_if_cut("--drive-audio", Path(args.drive_audio), args.max_seconds, wav.shape[-1] / sr)
+    if mode == P.Mode.V2A:
+        frames, _ = media.load_video_frames(args.drive_video, max_seconds=args.max_seconds, target_fps=FPS)
+        checks.warn_if_cut("--drive-video", Path(args.drive_video), args.max_seconds, frames.shape[0] / FPS)
+        got["drive_frames"] = frames
+    return got
+
+
+def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, decoded: Optional[dict] = None) -> dict:
+    """Reference and driving media -> the conditioning keyword arguments of :func:`pipeline.generate`.
+
+    ``decoded`` is what :func:`read_inputs` returned (read here when not given).
+    """
+    from talker_core import pipeline as P
+    from talker_core.types import FPS
+
+    decoded = read_inputs(args, mode) if decoded is None else decoded
+    liax = models.get("liax") if mode != P.Mode.SPEECH else None
+    voice = face = forced_speech = forced_motion = None
+    reference_motion = decoded.get("ref_motion")
+    if "ref_audio" in decoded:
+        voice = P.encode_voice(models.get("whisperx_vae"), models.get("speaker"), *decoded["ref_audio"])
+    if "ref_image" in decoded:
+        face = P.encode_face(liax, decoded["ref_image"])
+    elif "ref_frames" in decoded:
+        frames, prefix_s = decoded["ref_frames"], decoded["prefix_seconds"]
         face = P.encode_face(liax, frames[0])
         if prefix_s > 0:
-            reference_motion = P.encode_motion(liax, frames, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
-    if args.ref_motion:
-        reference_motion = P.motion_from_reference_pt(args.ref_motion)
-    if mode == P.Mode.A2V:
-        wav, sr = media.load_audio(args.drive_audio, max_seconds=args.max_seconds)
+            used = frames[: max(1, int((prefix_s + 1e-6) * FPS))]  # the prefix only: the rest was read ahead
+            reference_motion = P.encode_motion(liax, used, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
+    if "drive_audio" in decoded:
+        wav, sr = decoded["drive_audio"]
         forced_speech = P.encode_speech(models.get("whisperx_vae"), wav, sr, max_seconds=args.max_seconds, hooks=hooks)
-    if mode == P.Mode.V2A:
-        frames, fps = media.load_video_frames(args.drive_video, max_seconds=args.max_seconds, target_fps=FPS)
+    if "drive_frames" in decoded:
+        frames = decoded["drive_frames"]
         forced_motion = P.encode_motion(liax, frames, FPS, max_seconds=args.max_seconds, hooks=hooks)
         if face is None:
             face = P.encode_face(liax, frames[0])
@@ -331,20 +386,30 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks) ->
     )
 
 
-def generate_one(models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks):
-    """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult."""
+def generate_one(models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None):
+    """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult.
+
+    ``keep_frames`` (V2A): the driving clip's frames at 25 fps, written as they are under the new speech
+    (without the reference prefix) instead of rendering the face through LIA-X.
+    """
     from talker_core import media
     from talker_core import pipeline as P
-    from talker_core.types import FPS, SAMPLE_RATE
+    from talker_core.types import FPS, SAMPLE_RATE, SpeechLatents
 
     result = P.generate(models.get("talker"), request, hooks=hooks, **inputs)
-    audio = P.decode_speech(models.get("whisperx_vae"), result.speech)
-    if request.mode == P.Mode.SPEECH:
-        media.write_wav(out_path, audio, SAMPLE_RATE)
-    else:
-        liax = models.get("liax")
-        frames = P.render_motion(liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True)
-        media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+    speech = SpeechLatents(result.speech.latents[result.prefix_frames :]) if keep_frames is not None else result.speech
+    audio = P.decode_speech(models.get("whisperx_vae"), speech)
+    with checks.writing(out_path):
+        if request.mode == P.Mode.SPEECH:
+            media.write_wav(out_path, audio, SAMPLE_RATE)
+        elif keep_frames is not None:
+            media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        else:
+            liax = models.get("liax")
+            frames = P.render_motion(
+                liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
+            )
+            media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
     return result
 
 
@@ -353,19 +418,22 @@ def run(args: argparse.Namespace) -> int:
     from talker_core.types import FPS
 
     job = plan(args)
+    outputs = _outputs(Path(args.out), len(job.requests))
+    checks.check_outputs(outputs, args)
     models = Models(args.models, args.device, args.dtype, args.attn)
     models.require(job.need)
     hooks = P.Hooks(progress=_Progress(args.quiet))
     started = time.perf_counter()
+    decoded = read_inputs(args, job.mode)  # every input decoded before any model loads
     for kind in sorted(job.need):
         models.get(kind)
-    inputs = encode_inputs(args, job.mode, models, hooks)
+    inputs = encode_inputs(args, job.mode, models, hooks, decoded)
     load_seconds = time.perf_counter() - started
+    keep = decoded["drive_frames"] if job.mode == P.Mode.V2A and not args.rerender_face else None
 
-    outputs = _outputs(Path(args.out), len(job.requests))
     for request, out_path in zip(job.requests, outputs, strict=True):
         t0 = time.perf_counter()
-        result = generate_one(models, request, inputs, out_path, args.render_chunk, hooks)
+        result = generate_one(models, request, inputs, out_path, args.render_chunk, hooks, keep_frames=keep)
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS
         print(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ MAX_DECODED_VIDEO_BYTES = 8 * 1024**3  # decoded RGB frames kept in memory by on
 IDENTITY_SIZE = 512  # LIA-X input side (MODEL.md §7)
 SMALL_IDENTITY_WARN = 128  # shorter side below which the upscaled face will be visibly soft
 AAC_RATES = (44_100, 48_000)  # other rates are resampled to 48 kHz for the AAC track
+MAX_AUDIO_CHANNELS = 64  # more channels than this are refused (the voice is mixed to mono anyway)
+CLIP_WARN_FRACTION = 0.001  # warn when more than this share of the samples lies above full scale
+TRUNCATION_WARN_SECONDS = 0.5  # warn when a file decodes this much (and 5 %) shorter than its header says
+IMAGE_FORMATS_THAT_WORK = "PNG, JPEG, WebP, BMP, GIF or TIFF in RGB, RGBA or grayscale"
 
 _AUDIO_EXAMPLES = "give an audio file (wav, mp3, flac, m4a, ogg…) or a video with sound"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic"}
@@ -40,15 +45,94 @@ def _import_av():
     return av
 
 
+def describe_non_file(p: Path) -> Optional[str]:
+    """What ``p`` is when it is not a regular file ("does not exist", "is a folder", "is a pipe"...); None for a file."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return "is a broken link (its target does not exist)" if p.is_symlink() else "does not exist"
+    except NotADirectoryError:
+        return "does not exist (a part of the path is a file, not a folder)"
+    except PermissionError:
+        return "cannot be examined (permission denied on a folder of the path)"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a pipe, not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"  # pragma: no cover
+
+
 def _existing_file(path: PathLike, what: str) -> Path:
     p = Path(path).expanduser()
-    if not p.exists():
-        raise MediaError(f"{what} {p} does not exist; check the path")
-    if not p.is_file():
-        raise MediaError(f"{what} {p} is not a file; give the path of a file")
+    problem = describe_non_file(p)
+    if problem is not None:
+        hint = "check the path" if "exist" in problem else "give the path of a file"
+        raise MediaError(f"{what} {p} {problem}; {hint}")
     if p.stat().st_size == 0:
         raise MediaError(f"{what} {p} is empty (0 bytes); give a complete file")
+    if not os.access(p, os.R_OK):
+        raise MediaError(f"{what} {p} cannot be read (permission denied); make it readable")
     return p
+
+
+def _declared_seconds(container, stream) -> Optional[float]:
+    """The duration the file's headers state for ``stream`` (the container's if the stream has none)."""
+    try:
+        if stream.duration is not None and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / 1_000_000
+    except (TypeError, ValueError, ZeroDivisionError):  # pragma: no cover - odd headers
+        pass
+    return None
+
+
+def warn_truncated(what: str, declared: Optional[float], decoded: float) -> bool:
+    """Log a warning when ``decoded`` seconds fall clearly short of the ``declared`` length; True if so."""
+    if declared is None or not math.isfinite(declared) or declared <= 0:
+        return False
+    missing = declared - decoded
+    if missing <= max(TRUNCATION_WARN_SECONDS, 0.05 * declared):
+        return False
+    logger.warning(
+        "%s declares %.2f s but only %.2f s could be decoded: the file is truncated or damaged, and only "
+        "%.2f s are used; export or download it again for the whole length",
+        what,
+        declared,
+        decoded,
+        decoded,
+    )
+    return True
+
+
+def warn_clipping(samples, what: str) -> bool:
+    """Log a warning when a noticeable share of ``samples`` (array or tensor) lies above full scale; True if so."""
+    a = samples.detach().abs() if isinstance(samples, torch.Tensor) else np.abs(samples)
+    over = int((a > 1.0).sum())
+    if over == 0:
+        return False
+    total = max(int(a.size if isinstance(a, np.ndarray) else a.numel()), 1)
+    peak = float(a.max())
+    if over / total <= CLIP_WARN_FRACTION:
+        logger.debug("%s: %d samples (peak %.3f) above full scale, clipped to [-1, 1]", what, over, peak)
+        return False
+    logger.warning(
+        "%s: %.1f %% of the samples are above full scale (peak %.2f): it is too loud and clips, so the voice "
+        "comes out distorted; lower its level (peak at most 1.0) and export it again",
+        what,
+        100.0 * over / total,
+        peak,
+    )
+    return True
 
 
 def _open_container(p: Path, what: str):
@@ -81,18 +165,3 @@ def _as_numpy(x, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     raise MediaError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
-
-
-def _samples_to_float(arr: np.ndarray, fmt_name: str) -> np.ndarray:
-    """PyAV sample array (any sample format) → float32 in nominal [-1, 1]."""
-    if arr.dtype == np.uint8:  # u8 / u8p: offset binary
-        return (arr.astype(np.float32) - 128.0) / 128.0
-    if arr.dtype == np.int16:
-        return arr.astype(np.float32) / 32768.0
-    if arr.dtype == np.int32:
-        return (arr.astype(np.float64) / 2147483648.0).astype(np.float32)
-    if arr.dtype == np.int64:
-        return (arr.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
-    if arr.dtype in (np.float32, np.float64):
-        return arr.astype(np.float32, copy=False)
-    raise MediaError(f"unsupported audio sample format {fmt_name} ({arr.dtype})")  # pragma: no cover

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from talker_core.media._common import (
     IDENTITY_SIZE,
+    IMAGE_FORMATS_THAT_WORK,
     MAX_IMAGE_PIXELS,
     SMALL_IDENTITY_WARN,
     MediaError,
     PathLike,
     _existing_file,
     _import_av,
-    _open_container,
 )
 from talker_core.media.video import _frame_rgb
 
@@ -52,30 +52,45 @@ def _pil_to_rgb(img) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def _load_image_pillow(p: Path, max_pixels: int) -> Optional[np.ndarray]:
+def _load_image_pillow(p: Path, max_pixels: int) -> tuple[Optional[np.ndarray], str]:
+    """Pillow's reading of ``p``: (RGB array, "") or (None, why Pillow could not read it)."""
     try:
         from PIL import Image, ImageOps  # noqa: PLC0415
     except ImportError:
-        return None
+        return None, "Pillow is not installed"
     try:
         with Image.open(p) as img:
             _size_guard(p, img.width, img.height, max_pixels)
+            kind = f"{img.format or 'an image'} in mode {img.mode}"
             img = ImageOps.exif_transpose(img)  # phone photos: apply the EXIF orientation
-            return _pil_to_rgb(img)
+            return _pil_to_rgb(img), ""
+    except MediaError:
+        raise
     except Image.DecompressionBombError as exc:
         raise MediaError(f"image {p} is too large to open safely ({exc}); downscale it first") from exc
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, MediaError):
-            raise
-        logger.debug("Pillow cannot read %s (%s); trying PyAV", p, exc)
-        return None
+    except Image.UnidentifiedImageError:
+        return None, "not a format Pillow knows"
+    except MemoryError as exc:
+        raise MediaError(f"image {p} does not fit in memory when decoded; downscale it first") from exc
+    except Exception as exc:  # any failure of a Pillow plugin or mode conversion: never a raw error to the user
+        what = kind if "kind" in locals() else "its content"
+        logger.debug("Pillow cannot read %s (%s: %s); trying PyAV", p, type(exc).__name__, exc)
+        return None, f"Pillow cannot decode {what}"
 
 
-def _load_image_av(p: Path, max_pixels: int) -> np.ndarray:
+def _not_an_image(p: Path, why: str) -> MediaError:
+    return MediaError(f"image file {p} is not an image the pack can read ({why}); save it as {IMAGE_FORMATS_THAT_WORK}")
+
+
+def _load_image_av(p: Path, max_pixels: int, why: str) -> np.ndarray:
     av = _import_av()
-    with _open_container(p, "image file") as container:
+    try:
+        container = av.open(str(p), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise _not_an_image(p, why) from exc
+    with container:
         if not container.streams.video:
-            raise MediaError(f"{p} has no image in it; give an image file (png, jpg, webp…)")
+            raise _not_an_image(p, why + "; it holds no picture")
         stream = container.streams.video[0]
         cc = stream.codec_context
         if cc.width and cc.height:
@@ -83,10 +98,10 @@ def _load_image_av(p: Path, max_pixels: int) -> np.ndarray:
         try:
             for frame in container.decode(stream):
                 _size_guard(p, frame.width, frame.height, max_pixels)
-                return _frame_rgb(frame)
+                return _frame_rgb(frame, p)
         except av.error.FFmpegError as exc:
-            raise MediaError(f"image file {p} could not be decoded ({exc}); the file is damaged") from exc
-    raise MediaError(f"image file {p} contains no picture; give an image file (png, jpg, webp…)")
+            raise _not_an_image(p, why + "; its data could not be decoded") from exc
+    raise _not_an_image(p, why + "; it contains no picture")
 
 
 def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
@@ -107,9 +122,9 @@ def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tens
         uint8 torch tensor (H, W, 3).
     """
     p = _existing_file(path, "image file")
-    arr = _load_image_pillow(p, max_pixels)
+    arr, why = _load_image_pillow(p, max_pixels)
     if arr is None:
-        arr = _load_image_av(p, max_pixels)
+        arr = _load_image_av(p, max_pixels, why)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise MediaError(f"image file {p} decoded to an unusable shape {arr.shape}")  # pragma: no cover
     if not arr.flags.writeable:

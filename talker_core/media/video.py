@@ -15,9 +15,11 @@ from talker_core.media._common import (
     MediaError,
     PathLike,
     _check_limit,
+    _declared_seconds,
     _existing_file,
     _import_av,
     _open_container,
+    warn_truncated,
 )
 
 logger = logging.getLogger(__name__)
@@ -25,9 +27,22 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- video
 
 
-def _frame_rgb(frame) -> np.ndarray:
-    """Decoded VideoFrame → uint8 (H, W, 3), honouring the display rotation (phone videos)."""
-    arr = frame.to_ndarray(format="rgb24")
+def _frame_rgb(frame, p=None) -> np.ndarray:
+    """Decoded VideoFrame → uint8 (H, W, 3), honouring the display rotation (phone videos).
+
+    The frame is converted by FFmpeg's own scaler to packed rgb24 (one plane) before numpy sees it,
+    whatever its pixel format; a format the scaler cannot convert is a :class:`MediaError`.
+    """
+    try:
+        arr = frame.reformat(format="rgb24").to_ndarray()
+    except (ValueError, TypeError, MemoryError, _import_av().error.FFmpegError) as exc:
+        fmt = getattr(getattr(frame, "format", None), "name", "?")
+        raise MediaError(
+            f"{p or 'video'}: frames in pixel format {fmt} cannot be converted to RGB ({exc}); "
+            "re-encode it (e.g. H.264 yuv420p)"
+        ) from exc
+    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - rgb24 is always (H, W, 3)
+        raise MediaError(f"{p or 'video'}: a frame decoded to an unusable shape {arr.shape}")
     rot = int(frame.rotation or 0)
     k = int(round(rot / 90.0)) % 4
     if k:
@@ -114,6 +129,8 @@ def _decode_video(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = float(stream.time_base) if stream.time_base else None
+        declared = _declared_seconds(container, stream)
+        ended = False  # True when the stream ran out (not stopped by a limit)
         nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
         nominal_fps = float(nominal) if nominal else 25.0
         t_zero = float(stream.start_time * stream.time_base) if (stream.start_time is not None and tb) else None
@@ -147,7 +164,7 @@ def _decode_video(
                     continue
                 if max_s is not None and rel >= max_s - 1e-4:
                     break
-                rgb = _frame_rgb(frame)
+                rgb = _frame_rgb(frame, p)
                 if first_shape is None:
                     first_shape = rgb.shape
                 elif rgb.shape != first_shape:
@@ -171,14 +188,29 @@ def _decode_video(
                         f"video file {p}: decoded frames exceed {MAX_DECODED_VIDEO_BYTES / 1024**3:.0f} GiB "
                         f"after {rel:.1f} s; pass max_seconds or max_frames to read a shorter part"
                     )
+            else:
+                ended = True
         except av.error.EOFError:
-            pass  # a stream that ends without packets
+            ended = True  # a stream that ends without packets
         except av.error.FFmpegError as exc:
-            raise MediaError(f"video file {p} could not be decoded ({exc}); the file is damaged or truncated") from exc
+            if not stamps:
+                raise MediaError(
+                    f"video file {p} could not be decoded ({exc}); the file is damaged or not a video FFmpeg reads"
+                ) from exc
+            logger.warning(
+                "video file %s is damaged or truncated: decoding stops at %.2f s%s (%s); only the first %.2f s are used",
+                p,
+                stamps[-1],
+                f" of the {declared:.2f} s it declares" if declared else "",
+                exc,
+                stamps[-1],
+            )
     if not stamps:
         where = f" after {start:.2f} s" if start > 0 else ""
         raise MediaError(f"video file {p} has no video frames{where}; give a video with at least one frame")
     ts = np.asarray(stamps, dtype=np.float64)
+    if ended and declared is not None:
+        warn_truncated(f"video file {p}", declared - start, ts[-1] + _median_step(stamps, 1.0 / nominal_fps))
     if selector is not None:
         step = _median_step(stamps, 1.0 / nominal_fps)
         end = ts[-1] + step

@@ -30,7 +30,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
-from talker_core.pipeline.text import split_text
+from talker_core.pipeline.text import check_speakable, split_text, unspeakable_reason
 
 __all__ = [
     "MAX_REFERENCE_SECONDS",
@@ -52,4 +52,6 @@ __all__ = [
     "render_motion",
     "RenderOutOfMemory",
     "split_text",
+    "check_speakable",
+    "unspeakable_reason",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from talker_core.media._common import warn_clipping
 from talker_core.pipeline.request import MAX_SEGMENT_FRAMES, MIN_REFERENCE_SECONDS
 from talker_core.types import (
     FPS,
@@ -35,6 +36,7 @@ def _as_waveform(waveform: torch.Tensor, sample_rate: int, what: str) -> torch.T
     waveform = waveform.detach().to("cpu", torch.float32)
     if not torch.isfinite(waveform).all():
         raise ValueError(f"{what}: the audio contains NaN or infinite samples; clean or re-export it")
+    warn_clipping(waveform, what)
     return waveform
 
 
@@ -51,3 +53,26 @@ def _check_audible(wav: torch.Tensor, sample_rate: int, what: str) -> None:
 
 def _latent_frames(n_samples_16k: int) -> int:
     return max(1, min(int(n_samples_16k / 16000 * FPS), MAX_SEGMENT_FRAMES))
+
+
+class NonFiniteError(ValueError):
+    """A stage produced NaN or infinite values; the message names the stage and what to change."""
+
+
+def check_finite(values: torch.Tensor, stage: str, module: torch.nn.Module | None = None) -> None:
+    """Raise :class:`NonFiniteError` when ``values`` holds NaN/inf (one reduction, no copy of the data)."""
+    if bool(torch.isfinite(values).all()):
+        return
+    device, dtype = _device_dtype(module) if module is not None else (values.device, values.dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        name = "fp16" if dtype == torch.float16 else "bf16"
+        hint = (
+            f"the model runs in {name} on {device}, which overflows here: load it in fp32 "
+            "(--dtype fp32 on the command line, precision fp32 in the loader node)"
+        )
+    else:
+        hint = (
+            "the model files may be damaged (download them again), or the inputs are extreme "
+            "(try other settings: a lower cfg or temperature)"
+        )
+    raise NonFiniteError(f"{stage} produced NaN or infinite values; nothing was written. {hint[0].upper()}{hint[1:]}")

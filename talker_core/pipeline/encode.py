@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -12,6 +13,7 @@ from talker_core.pipeline._helpers import (
     _check_audible,
     _device_dtype,
     _latent_frames,
+    check_finite,
 )
 from talker_core.pipeline.request import (
     MAX_REFERENCE_SECONDS,
@@ -29,8 +31,22 @@ from talker_core.types import (
     SpeechLatents,
 )
 
+log = logging.getLogger(__name__)
+
 # ----------------------------------------------------------------------------------------------
 # reference encoding
+
+
+def _warn_cut(what: str, seconds: float, max_seconds: float) -> None:
+    if seconds > max_seconds + 0.5 / FPS:
+        log.warning(
+            "the %s is %.2f s long; max_seconds=%g cuts it, only the first %.2f s are used: raise max_seconds to "
+            "use all of it",
+            what,
+            seconds,
+            max_seconds,
+            max_seconds,
+        )
 
 
 @torch.inference_mode()
@@ -70,6 +86,8 @@ def encode_voice(
     latents, wav16, _ = _vae_encode(vae, wav, sample_rate)
     device, dtype = _device_dtype(speaker_encoder)
     embedding = speaker_encoder(wav16.to(device, dtype)).float().cpu()[0]
+    check_finite(latents, "reference voice encoding (speech latents)", vae)
+    check_finite(embedding, "reference voice encoding (speaker embedding)", speaker_encoder)
     return SpeakerReference(embedding=embedding, speech=SpeechLatents(latents))
 
 
@@ -86,6 +104,7 @@ def encode_speech(
     hooks = hooks or Hooks()
     wav = to_mono(_as_waveform(waveform, sample_rate, "driving audio"))
     if max_seconds is not None:
+        _warn_cut("driving audio", wav.shape[-1] / sample_rate, max_seconds)
         wav = wav[:, : int(round(max_seconds * sample_rate))]
     if wav.shape[-1] < sample_rate / FPS:
         raise ValueError(f"driving audio is {wav.shape[-1] / sample_rate:.3f} s long; give at least one frame (0.04 s)")
@@ -98,6 +117,7 @@ def encode_speech(
         if chunk.shape[-1] < sample_rate // FPS:  # less than one latent frame left
             break
         latents, _, _ = _vae_encode(vae, chunk, sample_rate)
+        check_finite(latents, "driving speech encoding", vae)
         pieces.append(latents)
         hooks.report(i + 1, len(starts), "encode")
     return SpeechLatents(torch.cat(pieces, 0))
@@ -117,6 +137,7 @@ def encode_face(liax, image: torch.Tensor, stats: Optional[MotionStats] = None) 
     device, dtype = _device_dtype(liax)
     z, feats = liax.encode_identity(source[None].to(device, dtype))
     alpha = liax.motion_code(z).float().cpu()[0]
+    check_finite(alpha, "face encoding", liax)
     return Identity(z=z, feats=list(feats), first_motion=stats.normalize(alpha), source=source)
 
 
@@ -156,6 +177,7 @@ def encode_motion(
         raise ValueError(f"motion clip: expected frames shaped (N, H, W, C) with N ≥ 1, got {shape}")
     index = _frame_indices_at_fps(frames.shape[0], float(fps))
     if max_seconds is not None:
+        _warn_cut("motion clip", frames.shape[0] / float(fps), max_seconds)
         index = index[: max(1, int(max_seconds * FPS))]
     device, dtype = _device_dtype(liax)
     codes = []
@@ -169,6 +191,7 @@ def encode_motion(
         )
         z, _ = liax.encode_identity(batch.to(device, dtype))
         codes.append(liax.motion_code(z).float().cpu())
+        check_finite(codes[-1], "motion encoding", liax)
         hooks.report(min(start + chunk, len(index)), len(index), "encode")
     return MotionCodes(stats.normalize(torch.cat(codes, 0)))
 

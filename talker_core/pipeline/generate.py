@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from talker_core.pipeline._helpers import check_finite
 from talker_core.pipeline.request import (
     MAX_SEGMENT_FRAMES,
     MAX_TEXT_CHARS,
@@ -19,7 +20,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
-from talker_core.pipeline.text import split_text
+from talker_core.pipeline.text import split_text, unspeakable_reason
 from talker_core.types import (
     FPS,
     PATCH,
@@ -86,8 +87,10 @@ def _validate_wiring(request: TalkRequest, voice, face, reference_motion, forced
         raise ValueError(f"mode {mode!r} needs a reference voice (speaker embedding) to speak with")
     if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
         raise ValueError(f"mode {mode!r} needs a reference face (or reference motion) to animate")
-    if mode in (Mode.T2AV, Mode.SPEECH) and not request.text.strip():
-        raise ValueError("the text is empty: give the words to speak")
+    if mode in (Mode.T2AV, Mode.SPEECH):
+        reason = unspeakable_reason(request.text)
+        if reason is not None:
+            raise ValueError(f"{reason}; give the words to speak")
     if len(request.text) > MAX_TEXT_CHARS:
         raise ValueError(
             f"the text has {len(request.text)} characters; at most {MAX_TEXT_CHARS} are accepted per request. "
@@ -181,6 +184,15 @@ def generate(
         else (forced_motion.codes if forced_motion is not None else None)
     )
     if forced is not None:
+        if forced.shape[0] > budget:
+            log.warning(
+                "the driving %s is %.2f s long; max_seconds=%g cuts it, only the first %.2f s are used: raise "
+                "max_seconds to use all of it",
+                "speech" if forced_speech is not None else "motion",
+                forced.shape[0] / FPS,
+                request.max_seconds,
+                budget / FPS,
+            )
         forced = forced[:budget]
         first_room, later_room = max(PATCH, seg_frames - prefix), max(PATCH, seg_frames - carry)
         segments = _forced_windows(forced, first_room, later_room, request.text, request.max_segment_chars)
@@ -264,6 +276,10 @@ def generate(
             )
         except GenerationCancelled as exc:
             raise Cancelled(str(exc)) from exc
+        where = f"sampling (segment {index + 1} of {len(segments)})" if len(segments) > 1 else "sampling"
+        check_finite(out.gen_speech, where + ", speech", model)
+        if joint and out.gen_motion is not None:
+            check_finite(out.gen_motion, where + ", motion", model)
         keep = out.gen_speech.shape[0] if segment.forced is None else segment.forced.shape[0]
         keep = min(keep, remaining)
         if index == 0:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from talker_core.pipeline._helpers import _device_dtype
+from talker_core.pipeline._helpers import _device_dtype, check_finite
 from talker_core.pipeline.request import Hooks
 from talker_core.types import (
     Identity,
@@ -27,6 +27,7 @@ def decode_speech(vae, speech: SpeechLatents) -> torch.Tensor:
     """Speech latents (T, 32) → waveform (1, T·960) at 24 kHz, float32 CPU, in [-1, 1]."""
     device, dtype = _device_dtype(vae)
     wav = vae.decode(speech.latents[None].to(device, dtype))
+    check_finite(wav, "speech decoding", vae)
     return wav[0].float().clamp(-1, 1).cpu()
 
 
@@ -93,6 +94,7 @@ def render_motion(
             chunk = max(1, chunk // 2)
             log.warning("out of memory rendering; retrying with %d frame(s) per chunk", chunk)
             continue
+        check_finite(frames, f"rendering (frames {start}-{start + frames.shape[0] - 1})", liax)
         frames = ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
         done = start + frames.shape[0]
         out[start:done] = (frames * 255).round().to(torch.uint8) if as_uint8 else frames

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from typing import Optional
 
 # ----------------------------------------------------------------------------------------------
 # text segmentation (long form)
@@ -50,3 +52,48 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 def _is_cjk(ch: str) -> bool:
     return bool(ch) and ("\u3000" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" or "\uff00" <= ch <= "\uffef")
+
+
+# ----------------------------------------------------------------------------------------------
+# speakable content
+
+
+def unspeakable_reason(text: str) -> Optional[str]:
+    """Why ``text`` has nothing to say, or None when it holds at least one letter or digit.
+
+    Empty text, whitespace, invisible characters (zero-width spaces, joiners, direction marks, control
+    characters, unassigned or private-use code points), lone combining marks, punctuation and symbols
+    give nothing a voice can speak; the reason names what was found.
+    """
+    if not text:
+        return "the text is empty"
+    if any(unicodedata.category(ch)[0] in "LN" for ch in text):
+        return None
+    if not text.strip():
+        return f"the text is empty (only whitespace: {_describe_chars(text)})"
+    visible = [ch for ch in text if unicodedata.category(ch)[0] in "PS"]
+    invisible = [ch for ch in text if not ch.isspace() and unicodedata.category(ch)[0] not in "PS"]
+    parts = []
+    if invisible:
+        parts.append(
+            f"{len(invisible)} invisible or non-speakable character{'s' if len(invisible) != 1 else ''} "
+            f"({_describe_chars(''.join(invisible))})"
+        )
+    if visible:
+        shown = "".join(dict.fromkeys(visible))[:20]
+        parts.append(f"punctuation or symbols ({shown!r})")
+    return "the text has no letters or digits to speak: it holds " + " and ".join(parts)
+
+
+def _describe_chars(text: str, limit: int = 4) -> str:
+    seen = list(dict.fromkeys(text))
+    names = [f"U+{ord(ch):04X} {unicodedata.name(ch, unicodedata.category(ch))}" for ch in seen[:limit]]
+    more = f", and {len(seen) - limit} more" if len(seen) > limit else ""
+    return ", ".join(names) + more
+
+
+def check_speakable(text: str, what: str = "text") -> None:
+    """Raise ValueError naming ``what`` when the text has nothing to speak (see :func:`unspeakable_reason`)."""
+    reason = unspeakable_reason(text)
+    if reason is not None:
+        raise ValueError(f"{what}: {reason}; give the words to speak")

@@ -115,6 +115,35 @@ def plan_downloads(models_dir: Path, client: HubClient, kinds: Optional[Iterable
     return plan
 
 
+_NETWORK_ERROR_NAMES = ("Connect", "Timeout", "Proxy", "NameResolution", "Offline", "NetworkError", "SSLError")
+
+
+def _network_failure(exc: BaseException) -> Optional[BaseException]:
+    """The exception in ``exc``'s chain that says the network is down or the hub unreachable (None if none)."""
+    import socket
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+            return exc
+        if any(part in type(exc).__name__ for part in _NETWORK_ERROR_NAMES):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _unreachable_message(models_dir: Path, cause: BaseException) -> str:
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    reason = " ".join(str(cause).split())[:160] or type(cause).__name__
+    layout = ", ".join(f"{s.local}{'/' if s.is_glob else ''} (from {s.repo_id}: {s.remote})" for s in SOURCES)
+    return (
+        f"the Hugging Face hub cannot be reached at {endpoint} ({reason}). Check the network connection, any proxy "
+        "(HTTPS_PROXY / HTTP_PROXY), and HF_ENDPOINT if you use a mirror. Files fetched by other means go under "
+        f"{models_dir}: {layout}"
+    )
+
+
 def _sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -149,7 +178,15 @@ def download_models(
     """
     models_dir = Path(models_dir)
     client = client or HubClient()
-    plan = plan_downloads(models_dir, client, kinds)
+    try:
+        plan = plan_downloads(models_dir, client, kinds)
+    except (ValueError, DownloadError):
+        raise
+    except Exception as exc:  # the hub client raises many types; say plainly when it is the network
+        cause = _network_failure(exc)
+        if cause is None:
+            raise
+        raise DownloadError(_unreachable_message(models_dir, cause)) from exc
     staging = models_dir / ".download"
     done_paths = []
     for i, rf in enumerate(plan):
@@ -167,6 +204,9 @@ def download_models(
         try:
             fetched = client.fetch(rf.repo_id, rf.path, staging / rf.repo_id.replace("/", "--"))
         except Exception as exc:  # network and hub errors come in many types
+            cause = _network_failure(exc)
+            if cause is not None:
+                raise DownloadError(_unreachable_message(models_dir, cause)) from exc
             raise DownloadError(
                 f"could not fetch {rf.repo_id}/{rf.path} ({exc}). Check the connection and run the command "
                 "again: finished files are kept and partial ones resume."

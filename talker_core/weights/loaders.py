@@ -176,7 +176,15 @@ def missing_models_message(models_dir: str | os.PathLike, found: Optional[Mappin
     missing = [k for k in KINDS if found.get(k) is None]
     if not missing:
         return ""
-    lines = [f"Model files missing in {root}:"]
+    if root.exists() and not root.is_dir():
+        return (
+            f"The models path {root} is a file, not a folder: give the folder that holds the model files "
+            f"(layout in the README); fetch them with: {DOWNLOAD_COMMAND.format(models_dir='<folder>')}"
+        )
+    if not root.exists():
+        lines = [f"The models folder {root} does not exist; it must hold:"]
+    else:
+        lines = [f"Model files missing in {root}:"]
     for kind in missing:
         rel = MODEL_LAYOUT[kind]
         if kind == "talker":
@@ -288,6 +296,29 @@ def _refuse_other_kind(kind: str, payload: Any, metadata: Mapping[str, str], pat
 
 
 # --------------------------------------------------------------------------- common
+
+
+def check_precision(device, dtype) -> None:
+    """Refuse a precision that cannot work on ``device``, the device the model *runs* on (it would render NaN
+    frames or fail mid-run). Front ends call it before loading; ComfyUI loads to the CPU and runs on the GPU.
+
+    fp16 on the CPU: PyTorch's CPU kernels overflow in half precision and the face renderer returns NaN
+    (a black video). bf16 on a CUDA GPU without bf16 support (before Ampere) is emulated or fails.
+    """
+    device = torch.device(device)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError(
+            "fp16 does not work on the CPU (half-precision CPU kernels overflow and the frames come out as NaN, "
+            "a black video); use fp32, or bf16 to save memory"
+        )
+    if dtype == torch.bfloat16 and device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, _ = torch.cuda.get_device_capability(index)
+        if major < 8:
+            raise ValueError(
+                f"bf16 needs a GPU of the Ampere generation or newer; {torch.cuda.get_device_name(index)} does not "
+                "support it: use fp16 or fp32"
+            )
 
 
 def _finish(model: torch.nn.Module, device, dtype) -> torch.nn.Module:
