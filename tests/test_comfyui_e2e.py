@@ -144,11 +144,11 @@ def test_pack_loads_without_import_errors(comfyui):
 def uploaded(comfyui, tmp_path_factory):
     """Write the example inputs and upload them through ComfyUI's /upload/image."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from comfy_stubs import harness
+    import synthetic
 
     server, _, base = comfyui
     folder = tmp_path_factory.mktemp("e2e_inputs")
-    files = harness.write_inputs(folder)
+    files = synthetic.write_inputs(folder)
     q = queue_module()
     names = {name: q.upload(server, path, name) for name, path in files.items()}
     assert names == {name: name for name in files}
