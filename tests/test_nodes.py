@@ -555,3 +555,58 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
     monkeypatch.setattr(kernels.__init__, "__defaults__", (*head, 0))
     speech, motion = sample(models, refs).args
     assert speech.frames == motion.frames > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# fast-path memory belongs to the managed model
+
+
+@pytest.fixture
+def pack_small_linears(monkeypatch):
+    """Prepack every linear layer: by default the fast path leaves debug-sized layers on F.linear
+    (too small to gain), so at debug sizes it would hold next to nothing to count and free."""
+    from talker_core.models import blocks
+
+    if not blocks._onednn_packing_available():
+        pytest.skip("this torch build has no oneDNN weight packing")
+    monkeypatch.setattr(blocks.LinearKernels.__init__, "__defaults__", (None, 32, 0))
+
+
+def test_unloading_a_model_in_comfyui_frees_its_fast_path(models, refs, pack_small_linears):
+    """The fast path's prepacked weights, caches and programs are counted in what the patcher reports
+    to ComfyUI's memory management, and ComfyUI's own unload frees them (rebuilt on the next run)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher as mp
+
+    patcher = models["model"].patcher
+    patcher.release_fast_path()  # start from kernels built with the small-layer setting
+    assert isinstance(patcher, getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher)
+    sample(models, refs)
+    held = patcher.fast_path_bytes()
+    assert held > 0
+    weights = mm.module_size(patcher.model)
+    assert patcher.model_size() == weights + held
+    assert patcher.loaded_size() == patcher.model.model_loaded_weight_memory + held
+    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert patcher.fast_path_bytes() == 0
+    assert patcher.model_size() == weights
+    print(f"fast path of the debug backbone: {held} bytes held, freed by unload_all_models")
+    sample(models, refs)  # the next run loads the model again and rebuilds what it needs
+    assert patcher.fast_path_bytes() > 0
+
+
+def test_a_replaced_model_takes_its_fast_path_along(comfy, refs, pack_small_linears):
+    """A model dropped from the canvas (its loader re-run or removed) is not unloaded by ComfyUI, only
+    forgotten: once its patcher goes, the fast-path table lets go of it too."""
+    import gc
+    import weakref
+
+    loaders = comfy_host.module("nodes.loaders")
+    managed = run_node(loaders.TalkerLoadModel)[0]
+    sample({"model": managed}, refs)
+    assert managed.patcher.fast_path_bytes() > 0
+    module = weakref.ref(managed.module)
+    del managed
+    gc.collect()
+    assert module() is None
