@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import sys
 import tempfile
@@ -184,11 +185,11 @@ def run_node(cls, hidden: dict | None = None, **inputs) -> Result:
     hidden = hidden or {}
     dynprompt = DynamicPrompt(hidden["PROMPT"]) if "PROMPT" in hidden else None
     extra = {"extra_pnginfo": hidden["EXTRA_PNGINFO"]} if "EXTRA_PNGINFO" in hidden else {}
-    data, _, hidden_inputs = execution.get_input_data(prompt["1"]["inputs"], cls, "1", None, dynprompt, extra)
+    # The third value is the V3 hidden inputs (``hidden_inputs`` up to 0.3.7x, ``v3_data`` in later
+    # cores), passed on in the same position.
+    data, _, v3 = execution.get_input_data(prompt["1"]["inputs"], cls, "1", None, dynprompt, extra)
     with torch.inference_mode():
-        output, ui, _, _ = asyncio.run(
-            execution.get_output_data(uuid.uuid4().hex, "1", cls, data, hidden_inputs=hidden_inputs)
-        )
+        output, ui, _, _ = asyncio.run(execution.get_output_data(uuid.uuid4().hex, "1", cls, data, None, None, v3))
     return Result(output, ui)
 
 
@@ -229,7 +230,7 @@ def execute_prompt(prompt: dict, extra_data: dict | None = None):
     if not valid:
         raise ValidationFailed(f"{error}: {node_errors}")
     server = FakeServer()
-    executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0})
+    executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     executor.execute(prompt, uuid.uuid4().hex, extra_data or {}, outputs)
     if not executor.success:
         errors = [data for event, data in executor.status_messages if event == "execution_error"]
@@ -240,4 +241,6 @@ def execute_prompt(prompt: dict, extra_data: dict | None = None):
 def cached_outputs(executor, node_id: str) -> tuple:
     """The outputs the executor cached for ``node_id`` (first list item of each socket)."""
     entry = executor.caches.outputs.get(node_id)
+    if inspect.isawaitable(entry):  # the cache's get became a coroutine in later cores
+        entry = asyncio.run(entry)
     return tuple(values[0] for values in entry.outputs)
