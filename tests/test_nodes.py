@@ -411,7 +411,7 @@ def test_sampler_validation_catches_empty_speech_text(models, refs):
     with pytest.raises(ValidationFailed, match="text is empty: T2AV"):  # at queue time, T2AV too
         sample(models, refs, text="   ")
     with pytest.raises(ValueError, match="text is empty"):  # a linked text is checked when it runs
-        from nodes.sampler import TalkerSampler
+        TalkerSampler = comfy_host.module("nodes.sampler").TalkerSampler
 
         TalkerSampler.execute(
             model=models["model"],
