@@ -1,7 +1,7 @@
 """ComfyUI nodes for Talker-T2AV: schemas plus a few lines that call :mod:`talker_core`.
 
 Importing this package needs ComfyUI's modules (``comfy_api.latest``, ``comfy``,
-``folder_paths``) or the stand-ins in ``tests/comfy_stubs``. The pack's root
+``folder_paths``), as inside ComfyUI or under ``tests/comfy_host.py``. The pack's root
 ``__init__.py`` imports it only from ``comfy_entrypoint()``, so the pack itself
 stays importable without ComfyUI.
 """

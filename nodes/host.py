@@ -10,7 +10,9 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator
+import sys
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -252,12 +254,102 @@ _HOLDERS = {
 def manage(
     kind: str, module: torch.nn.Module, payload: Any, device: torch.device, dtype: torch.dtype, source: str
 ) -> ManagedModel:
-    from comfy.model_patcher import ModelPatcher
-
     module.eval()
     holder = _HOLDERS.get(kind, _Holder)(module)
-    patcher = ModelPatcher(holder, load_device=device, offload_device=offload_device(device))
+    patcher = patcher_class()(holder, load_device=device, offload_device=offload_device(device))
+    # A model replaced on the canvas (its loader re-run, or the node removed) is dropped from ComfyUI's
+    # cache without an unload: free its fast-path resources when its patcher goes.
+    release, _ = fast_path_hooks()
+    weakref.finalize(patcher, release, module)
     return ManagedModel(kind, module, patcher, payload, dtype, str(source))
+
+
+# ----------------------------------------------------------------------------------------------
+# fast-path memory, owned by the managed model
+
+
+def fast_path_hooks() -> tuple[Callable[[torch.nn.Module], None], Callable[[torch.nn.Module], int]]:
+    """``(release_fast_path, fast_path_nbytes)`` of the library: the one place the nodes name them.
+
+    The fast path keeps prepacked weights, static caches, captured programs (CUDA graphs) and
+    worker threads per model; ``release`` frees them (rebuilt on the next run), ``nbytes`` is the
+    memory they hold. Until the library exports ``fast_path_nbytes``, the size is read here from
+    the engine's per-model table. The engine is looked up, not imported: the patcher calls this
+    from ``__del__``, also while the interpreter shuts down.
+    """
+    engine = sys.modules.get("talker_core.generation.engine")
+    if engine is None:  # never imported, so nothing was built (also true at interpreter exit)
+        return (lambda model: None), (lambda model: 0)
+
+    nbytes = getattr(engine, "fast_path_nbytes", None)
+    if nbytes is None:
+
+        def nbytes(model: torch.nn.Module) -> int:
+            res = engine._RESOURCES.get(model)
+            if res is None:
+                return 0
+            seen: set[int] = set()
+
+            def count(t: Any) -> None:
+                nonlocal total
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+                    seen.add(t.untyped_storage().data_ptr())
+                    total += t.untyped_storage().nbytes()
+
+            total = sum(getattr(kernels, "packed_bytes", 0) for kernels in {res.linear, res.backbone_linear})
+            for holder in [*res.caches.values(), *res.programs.values()]:
+                for value in vars(holder).values():
+                    for t in value if isinstance(value, (list, tuple)) else (value,):
+                        count(t)
+            return total
+
+    return engine.release_fast_path, nbytes
+
+
+class _FastPathOwner:
+    """Patcher mix-in: the fast-path resources of the held module belong to the patcher. Their size is
+    part of ``model_size``/``loaded_size`` (what ComfyUI plans memory with), and ``detach`` (a full
+    unload) and ``partially_unload`` (memory wanted elsewhere) free them first."""
+
+    def fast_path_bytes(self) -> int:
+        return fast_path_hooks()[1](self.model.inner)
+
+    def release_fast_path(self) -> int:
+        freed = self.fast_path_bytes()
+        fast_path_hooks()[0](self.model.inner)
+        return freed
+
+    def model_size(self):
+        return super().model_size() + self.fast_path_bytes()
+
+    def loaded_size(self):
+        return super().loaded_size() + self.fast_path_bytes()
+
+    def partially_unload(self, device_to, memory_to_free=0, *args, **kwargs):
+        freed = self.release_fast_path()
+        if memory_to_free and freed >= memory_to_free:
+            return freed
+        return freed + super().partially_unload(device_to, max(memory_to_free - freed, 0), *args, **kwargs)
+
+    def detach(self, *args, **kwargs):
+        self.release_fast_path()
+        return super().detach(*args, **kwargs)
+
+
+_PATCHER_CLASSES: dict[type, type] = {}
+
+
+def patcher_class() -> type:
+    """The host's current patcher with the fast-path mix-in: ``CoreModelPatcher`` where ComfyUI has it
+    (the weight-streaming patcher of newer cores), the classic ``ModelPatcher`` otherwise. Read at
+    call time, so that whatever the running ComfyUI offers is used."""
+    import comfy.model_patcher as mp
+
+    base = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
+    cls = _PATCHER_CLASSES.get(base)
+    if cls is None:
+        cls = _PATCHER_CLASSES[base] = type("Talker" + base.__name__, (_FastPathOwner, base), {})
+    return cls
 
 
 # ----------------------------------------------------------------------------------------------

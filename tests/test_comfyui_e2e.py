@@ -1,16 +1,17 @@
 """End to end in a real ComfyUI: load the pack, queue every API workflow over HTTP, check the files.
 
-Runs only when ``COMFYUI_DIR`` names a ComfyUI checkout (ComfyUI is not on PyPI, so CI
-cannot install it); ``COMFYUI_PYTHON`` names the Python that has ComfyUI's requirements
-and this pack's (default: the interpreter running the tests). ComfyUI is started on the
+Runs when ``COMFYUI_DIR`` names a ComfyUI checkout (CI: the ComfyUI 0.3.75 that
+``scripts/get_comfyui.sh`` fetches, see scripts/test.sh); ``COMFYUI_PYTHON`` names the
+Python that has ComfyUI's requirements and this pack's (default: the interpreter running
+the tests). ComfyUI is started on the
 CPU on a free loopback port with ``--base-directory`` in a temporary folder, whose
 ``custom_nodes`` links to this checkout and whose ``models/talker_t2av`` holds the debug
 models; inputs are uploaded, each workflow is queued with ``scripts/queue_workflow.py``'s
 functions (lengths shortened for the CPU), and the outputs are downloaded and checked with
 PyAV: streams, sizes, durations, and the ``prompt``/``workflow`` metadata of saved MP4s.
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \\
-        python -m pytest -q tests/test_comfyui_e2e.py
+    eval "$(bash scripts/get_comfyui.sh)"   # or set both to another ComfyUI and its Python
+    "$COMFYUI_PYTHON" -m pytest -q tests/test_comfyui_e2e.py
 """
 
 from __future__ import annotations
@@ -144,11 +145,11 @@ def test_pack_loads_without_import_errors(comfyui):
 def uploaded(comfyui, tmp_path_factory):
     """Write the example inputs and upload them through ComfyUI's /upload/image."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from comfy_stubs import harness
+    import synthetic
 
     server, _, base = comfyui
     folder = tmp_path_factory.mktemp("e2e_inputs")
-    files = harness.write_inputs(folder)
+    files = synthetic.write_inputs(folder)
     q = queue_module()
     names = {name: q.upload(server, path, name) for name, path in files.items()}
     assert names == {name: name for name in files}

@@ -1,7 +1,8 @@
-"""The ComfyUI nodes, run on the tiny debug models through stand-ins of ComfyUI's modules.
+"""The ComfyUI nodes, run on the tiny debug models inside the real ComfyUI named by ``COMFYUI_DIR``.
 
-Each node class is executed the way ComfyUI executes V3 nodes (schema checks, class
-clone, ``validate_inputs``, inference mode): see ``tests/comfy_stubs``.
+Each node is validated and executed by ComfyUI's own ``execution`` functions (schema checks,
+``validate_inputs``, class clone, inference mode): see ``tests/comfy_host.py``. Without
+``COMFYUI_DIR`` these tests are skipped with a hint (``scripts/get_comfyui.sh``).
 """
 
 from __future__ import annotations
@@ -12,34 +13,39 @@ import subprocess
 import sys
 from pathlib import Path
 
-import comfy_stubs
+import comfy_host
 import pytest
+import synthetic
 import torch
 
-comfy_stubs.activate()
+pytestmark = pytest.mark.comfyui
+comfy_host.require()
 
-from comfy_stubs import harness  # noqa: E402
-from comfy_stubs.harness import ValidationFailed, run_node  # noqa: E402
+from comfy_host import ValidationFailed, run_node  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def input_spec(cls) -> dict[str, tuple[str, dict]]:
+    """name → (io type, options) from the node's ``INPUT_TYPES`` (what ComfyUI's /object_info sends)."""
+    info = cls.INPUT_TYPES()
+    return {name: spec for category in ("required", "optional") for name, spec in info.get(category, {}).items()}
+
+
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, debug_models):
-    """A ComfyUI-like base folder whose models/talker_t2av is the debug model set."""
+    """A ComfyUI base folder whose models/talker_t2av is the debug model set."""
     import folder_paths
 
     base = tmp_path_factory.mktemp("comfy_base")
-    comfy_stubs.reset_dirs(base)
+    comfy_host.use_base(base)
     (base / "models" / "talker_t2av").symlink_to(debug_models, target_is_directory=True)
-    import nodes
-
-    return {"base": base, "nodes": nodes, "folder_paths": folder_paths}
+    return {"base": base, "nodes": comfy_host.module("nodes"), "folder_paths": folder_paths}
 
 
 @pytest.fixture(scope="module")
 def models(comfy):
-    from nodes import loaders
+    loaders = comfy_host.module("nodes.loaders")
 
     return {
         "model": run_node(loaders.TalkerLoadModel)[0],
@@ -52,31 +58,31 @@ def models(comfy):
 @pytest.fixture(scope="module")
 def fast_face_model(comfy):
     """LIA-X's interface at a fraction of the cost: node tests render many frames; the real debug LIA-X is covered elsewhere."""
-    from nodes import host
+    host = comfy_host.module("nodes.host")
 
-    module = harness.FastLiaX()
+    module = synthetic.FastLiaX()
     return host.manage("liax", module, module, torch.device("cpu"), torch.float32, "fast-liax")
 
 
 @pytest.fixture(scope="module")
 def refs(models, fast_face_model):
-    from nodes import encoders
+    encoders = comfy_host.module("nodes.encoders")
 
-    audio = {"waveform": harness.voice_waveform(2.0, 22050, channels=2)[None], "sample_rate": 22050}
+    audio = {"waveform": synthetic.voice_waveform(2.0, 22050, channels=2)[None], "sample_rate": 22050}
     voice = run_node(
         encoders.TalkerEncodeVoice, codec=models["codec"], speaker_encoder=models["speaker_encoder"], audio=audio
     )[0]
-    face = run_node(encoders.TalkerEncodeFace, face_model=fast_face_model, image=harness.face_image())[0]
+    face = run_node(encoders.TalkerEncodeFace, face_model=fast_face_model, image=synthetic.face_image())[0]
     motion = run_node(
-        encoders.TalkerEncodeMotion, face_model=fast_face_model, images=harness.talking_frames(12), fps=30.0
+        encoders.TalkerEncodeMotion, face_model=fast_face_model, images=synthetic.talking_frames(12), fps=30.0
     )[0]
-    driving = {"waveform": harness.voice_waveform(0.8, 16000, seed=1)[None], "sample_rate": 16000}
+    driving = {"waveform": synthetic.voice_waveform(0.8, 16000, seed=1)[None], "sample_rate": 16000}
     speech = run_node(encoders.TalkerEncodeSpeech, codec=models["codec"], audio=driving)[0]
     return {"voice": voice, "face": face, "motion": motion, "speech": speech}
 
 
 def sample(models, refs, **kw):
-    from nodes.sampler import TalkerSampler
+    TalkerSampler = comfy_host.module("nodes.sampler").TalkerSampler
 
     inputs = dict(
         model=models["model"], voice=refs["voice"], face=refs["face"], text="Hello there.", max_seconds=0.64, seed=1
@@ -108,31 +114,32 @@ def test_pack_root_imports_without_comfyui():
 
 
 def test_entrypoint_loads_like_comfyui(tmp_path):
-    """Load the pack the way ComfyUI does (module named after its path, pack not on sys.path)."""
+    """A fresh ComfyUI process loads the pack with its own ``load_custom_node`` (module named after the
+    folder path, pack not on sys.path) and registers all 15 nodes and the model folder."""
+    link = tmp_path / "custom_nodes" / comfy_host.PACK_FOLDER
+    link.parent.mkdir()
+    link.symlink_to(ROOT, target_is_directory=True)
     code = (
-        "import asyncio, importlib.util, os, sys\n"
-        f"sys.path.insert(0, r'{ROOT / 'tests' / 'comfy_stubs'}')\n"
-        f"path = r'{ROOT}'\n"
-        "name = path.replace('.', '_x_')\n"
-        "spec = importlib.util.spec_from_file_location(name, os.path.join(path, '__init__.py'))\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules[name] = m; spec.loader.exec_module(m)\n"
-        "ext = asyncio.run(m.comfy_entrypoint())\n"
-        "nodes = asyncio.run(ext.get_node_list())\n"
-        "ids = [n.GET_SCHEMA().node_id for n in nodes]\n"
-        "import folder_paths\n"
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, r'{os.environ['COMFYUI_DIR']}')\n"
+        "from comfy.cli_args import args\n"
+        f"args.cpu = True; args.base_directory = r'{tmp_path}'\n"
+        "import nodes, folder_paths\n"
+        f"assert asyncio.run(nodes.load_custom_node(r'{link}'))\n"
+        "ours = [k for k, v in nodes.NODE_CLASS_MAPPINGS.items() if v.__module__.startswith(r'{link}')]\n"
         "assert 'talker_t2av' in folder_paths.folder_names_and_paths\n"
-        "print(','.join(ids))\n"
-    )
+        "assert 'talker_core' in sys.modules and not any(p.rstrip('/') == r'{ROOT}' for p in sys.path)\n"
+        "print(','.join(ours))\n"
+    ).replace("{link}", str(link).replace(".", "_x_"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["COMFY_STUB_BASE"] = str(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stderr[-4000:]
     ids = out.stdout.strip().splitlines()[-1].split(",")
-    assert len(ids) == len(set(ids)) == 15
+    assert len(ids) == len(set(ids)) == 15 and all(i.startswith("Talker") for i in ids)
 
 
 def test_schemas(comfy):
-    from nodes import NODES
+    NODES = comfy_host.module("nodes").NODES
 
     ids = set()
     for cls in NODES:
@@ -165,7 +172,7 @@ SOCKETS = {
 def test_model_folder_registration_keeps_user_paths(comfy, tmp_path):
     import folder_paths
 
-    from nodes import host
+    host = comfy_host.module("nodes.host")
 
     saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
     try:
@@ -185,16 +192,16 @@ def test_model_folder_registration_keeps_user_paths(comfy, tmp_path):
 
 
 def test_loader_options_list_the_release_layout(comfy):
-    from nodes import loaders
+    loaders = comfy_host.module("nodes.loaders")
 
-    spec = harness.input_spec(loaders.TalkerLoadModel)
+    spec = input_spec(loaders.TalkerLoadModel)
     assert spec["model_folder"][1]["options"] == ["talker-t2av"]
     assert spec["precision"][1]["options"] == ["auto", "fp32", "bf16", "fp16"]
     assert spec["attention"][1]["options"] == ["sdpa", "eager", "flash_attention_2"]
     assert spec["download_if_missing"][1]["default"] is False
-    assert harness.input_spec(loaders.TalkerLoadCodec)["file"][1]["options"][0] == "whisperx-vae/model.ckpt"
-    assert harness.input_spec(loaders.TalkerLoadFaceModel)["file"][1]["options"][0] == "lia-x.pt"
-    spk = harness.input_spec(loaders.TalkerLoadSpeakerEncoder)["file"][1]["options"]
+    assert input_spec(loaders.TalkerLoadCodec)["file"][1]["options"][0] == "whisperx-vae/model.ckpt"
+    assert input_spec(loaders.TalkerLoadFaceModel)["file"][1]["options"][0] == "lia-x.pt"
+    spk = input_spec(loaders.TalkerLoadSpeakerEncoder)["file"][1]["options"]
     assert spk[0] == "wavlm_large_finetune.pth"
     assert not any(o.startswith("talker-t2av/") for o in spk)  # backbone folder files are not offered
 
@@ -202,17 +209,16 @@ def test_loader_options_list_the_release_layout(comfy):
 def test_loaders_wrap_models_for_comfyui(models):
     import comfy.model_management as mm
 
-    for key, managed in models.items():
+    for managed in models.values():
         assert managed.patcher.model.inner is managed.module
         assert managed.dtype == torch.float32  # auto on the CPU
-        before = len(mm.load_calls)
         managed.ready()
-        assert mm.load_calls[before:] == [[managed.patcher]]
+        assert any(loaded.model is managed.patcher for loaded in mm.current_loaded_models)
     assert models["model"].payload.tokenizer is not None
 
 
 def test_loader_missing_file_is_explained(comfy):
-    from nodes import loaders
+    loaders = comfy_host.module("nodes.loaders")
 
     msg = loaders.TalkerLoadFaceModel.validate_inputs(file="missing/lia-x.pt", download_if_missing=False)
     assert "'missing/lia-x.pt' was not found" in msg and "lia-x.pt" in msg
@@ -228,7 +234,8 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
     import folder_paths
 
     import talker_core.weights.download as dl
-    from nodes import loaders
+
+    loaders = comfy_host.module("nodes.loaders")
 
     calls = []
 
@@ -266,7 +273,7 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
 
 
 def test_gpu_choice_on_cpu_only_host_is_explained(comfy):
-    from nodes import loaders
+    loaders = comfy_host.module("nodes.loaders")
 
     with pytest.raises(ValueError, match="no GPU"):
         run_node(loaders.TalkerLoadCodec, device="gpu")
@@ -287,18 +294,18 @@ def test_encoders(refs):
 
 
 def test_encode_face_with_the_debug_liax(models):
-    from nodes.encoders import TalkerEncodeFace
+    TalkerEncodeFace = comfy_host.module("nodes.encoders").TalkerEncodeFace
 
-    face = run_node(TalkerEncodeFace, face_model=models["face_model"], image=harness.face_image(200, 160))[0]
+    face = run_node(TalkerEncodeFace, face_model=models["face_model"], image=synthetic.face_image(200, 160))[0]
     assert face.z.device.type == "cpu" and face.z.dtype == torch.float32
     assert face.first_motion.shape == (40,) and torch.isfinite(face.first_motion).all()
     assert all(f.device.type == "cpu" for f in face.feats)
 
 
 def test_encode_face_picks_a_frame_of_a_batch(fast_face_model, refs):
-    from nodes.encoders import TalkerEncodeFace
+    TalkerEncodeFace = comfy_host.module("nodes.encoders").TalkerEncodeFace
 
-    batch = torch.cat([harness.face_image(seed=0), harness.face_image(seed=1)])
+    batch = torch.cat([synthetic.face_image(seed=0), synthetic.face_image(seed=1)])
     a = run_node(TalkerEncodeFace, face_model=fast_face_model, image=batch, frame_index=1)[0]
     b = run_node(TalkerEncodeFace, face_model=fast_face_model, image=batch[1:])[0]
     c = run_node(TalkerEncodeFace, face_model=fast_face_model, image=batch)[0]
@@ -308,7 +315,7 @@ def test_encode_face_picks_a_frame_of_a_batch(fast_face_model, refs):
 
 
 def test_encode_voice_rejects_silence(models):
-    from nodes.encoders import TalkerEncodeVoice
+    TalkerEncodeVoice = comfy_host.module("nodes.encoders").TalkerEncodeVoice
 
     silent = {"waveform": torch.zeros(1, 1, 32000), "sample_rate": 16000}
     with pytest.raises(ValueError, match="silent"):
@@ -404,7 +411,7 @@ def test_sampler_validation_catches_empty_speech_text(models, refs):
     with pytest.raises(ValidationFailed, match="text is empty: T2AV"):  # at queue time, T2AV too
         sample(models, refs, text="   ")
     with pytest.raises(ValueError, match="text is empty"):  # a linked text is checked when it runs
-        from nodes.sampler import TalkerSampler
+        TalkerSampler = comfy_host.module("nodes.sampler").TalkerSampler
 
         TalkerSampler.execute(
             model=models["model"],
@@ -443,7 +450,7 @@ def test_sampler_can_be_interrupted(models, refs):
 
 
 def test_decode_speech_gives_24khz_audio(models, refs):
-    from nodes.decoders import TalkerDecodeSpeech
+    TalkerDecodeSpeech = comfy_host.module("nodes.decoders").TalkerDecodeSpeech
 
     audio = run_node(TalkerDecodeSpeech, codec=models["codec"], speech=refs["speech"])[0]
     assert audio["sample_rate"] == 24000
@@ -454,7 +461,7 @@ def test_decode_speech_gives_24khz_audio(models, refs):
 def test_render_video_with_progress_and_previews(fast_face_model, refs):
     import comfy.utils
 
-    from nodes.decoders import TalkerRenderVideo
+    TalkerRenderVideo = comfy_host.module("nodes.decoders").TalkerRenderVideo
     from talker_core.types import MotionCodes
 
     calls = []
@@ -474,7 +481,7 @@ def test_render_video_with_progress_and_previews(fast_face_model, refs):
 
 
 def test_render_explains_missing_motion(fast_face_model, refs):
-    from nodes.decoders import TalkerRenderVideo
+    TalkerRenderVideo = comfy_host.module("nodes.decoders").TalkerRenderVideo
 
     with pytest.raises(ValueError, match="speech-only"):
         run_node(TalkerRenderVideo, face_model=fast_face_model, face=refs["face"], motion=None)
@@ -483,7 +490,7 @@ def test_render_explains_missing_motion(fast_face_model, refs):
 def test_render_can_be_interrupted(fast_face_model, refs):
     import comfy.model_management as mm
 
-    from nodes.decoders import TalkerRenderVideo
+    TalkerRenderVideo = comfy_host.module("nodes.decoders").TalkerRenderVideo
 
     mm.interrupt_current_processing(True)
     try:
@@ -500,7 +507,7 @@ def test_render_can_be_interrupted(fast_face_model, refs):
 def test_latents_round_trip(comfy, refs):
     import folder_paths
 
-    from nodes import latents
+    latents = comfy_host.module("nodes.latents")
 
     prompt = {"1": {"class_type": "TalkerSampler", "inputs": {}}}
     out = run_node(
@@ -512,8 +519,8 @@ def test_latents_round_trip(comfy, refs):
     assert "saved talker/motion_00001_.safetensors" in out.ui["text"][0]
     run_node(latents.TalkerSaveSpeechLatents, speech=refs["speech"], filename_prefix="talker/speech")
 
-    motion_files = harness.input_spec(latents.TalkerLoadMotionLatents)["file"][1]["options"]
-    speech_files = harness.input_spec(latents.TalkerLoadSpeechLatents)["file"][1]["options"]
+    motion_files = input_spec(latents.TalkerLoadMotionLatents)["file"][1]["options"]
+    speech_files = input_spec(latents.TalkerLoadSpeechLatents)["file"][1]["options"]
     assert "talker/motion_00001_.safetensors [output]" in motion_files
     assert "talker/speech_00001_.safetensors [output]" in speech_files
     assert not set(motion_files) & set(speech_files)
@@ -555,7 +562,7 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
 
 
 def test_fp16_on_the_cpu_is_refused_before_loading(comfy):
-    from nodes import loaders
+    loaders = comfy_host.module("nodes.loaders")
 
     with pytest.raises(ValueError, match="precision fp16 on cpu: fp16 does not work on the CPU"):
         run_node(loaders.TalkerLoadFaceModel, precision="fp16", device="cpu")
@@ -569,12 +576,12 @@ def test_sampler_refuses_text_with_nothing_to_speak(models, refs):
 
 
 def test_summaries_report_cut_and_clipped_inputs(models, refs):
-    from nodes import encoders
+    encoders = comfy_host.module("nodes.encoders")
 
     out = sample(models, refs, forced_speech=refs["speech"], max_seconds=0.32)  # 0.8 s of driving speech
     assert "⚠" in out.ui["text"][0] and "max_seconds=0.32 cuts it" in out.ui["text"][0], out.ui
     assert "⚠" not in sample(models, refs, forced_speech=refs["speech"], max_seconds=2.0).ui["text"][0]
-    loud = {"waveform": 4.0 * harness.voice_waveform(2.0, 22050)[None], "sample_rate": 22050}
+    loud = {"waveform": 4.0 * synthetic.voice_waveform(2.0, 22050)[None], "sample_rate": 22050}
     out = run_node(
         encoders.TalkerEncodeVoice, codec=models["codec"], speaker_encoder=models["speaker_encoder"], audio=loud
     )
@@ -583,18 +590,17 @@ def test_summaries_report_cut_and_clipped_inputs(models, refs):
 
 def test_a_failed_save_leaves_nothing_in_output(comfy, refs, monkeypatch):
     import folder_paths
-    import safetensors.torch
 
-    from nodes import latents
+    latents = comfy_host.module("nodes.latents")
 
     out_dir = Path(folder_paths.get_output_directory())
     before = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*"))
 
-    def half_written(data, path, metadata=None):
-        Path(path).write_bytes(b"partial")
+    def disk_full(src, dst):  # the temporary file is written, the final rename fails
+        assert Path(src).is_file()
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    monkeypatch.setattr(latents.os, "replace", disk_full)
     with pytest.raises(OSError, match="No space"):
         run_node(latents.TalkerSaveSpeechLatents, speech=refs["speech"], filename_prefix="talker/fail")
     after = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*"))
@@ -605,7 +611,7 @@ def test_a_failed_save_leaves_nothing_in_output(comfy, refs, monkeypatch):
 def test_saves_never_write_into_the_input_folder(comfy, refs, monkeypatch):
     import folder_paths
 
-    from nodes import latents
+    latents = comfy_host.module("nodes.latents")
 
     in_dir = Path(folder_paths.get_input_directory())
     monkeypatch.setattr(folder_paths, "output_directory", str(in_dir))  # a setup where output/ is input/
@@ -613,3 +619,58 @@ def test_saves_never_write_into_the_input_folder(comfy, refs, monkeypatch):
     with pytest.raises(ValueError, match="input folder"):
         run_node(latents.TalkerSaveMotionLatents, motion=refs["motion"], filename_prefix="talker/m")
     assert sorted(p for p in in_dir.rglob("*") if p.is_file()) == [p for p in before if p.is_file()]
+
+
+# ----------------------------------------------------------------------------------------------
+# fast-path memory belongs to the managed model
+
+
+@pytest.fixture
+def pack_small_linears(monkeypatch):
+    """Prepack every linear layer: by default the fast path leaves debug-sized layers on F.linear
+    (too small to gain), so at debug sizes it would hold next to nothing to count and free."""
+    from talker_core.models import blocks
+
+    if not blocks._onednn_packing_available():
+        pytest.skip("this torch build has no oneDNN weight packing")
+    monkeypatch.setattr(blocks.LinearKernels.__init__, "__defaults__", (None, 32, 0))
+
+
+def test_unloading_a_model_in_comfyui_frees_its_fast_path(models, refs, pack_small_linears):
+    """The fast path's prepacked weights, caches and programs are counted in what the patcher reports
+    to ComfyUI's memory management, and ComfyUI's own unload frees them (rebuilt on the next run)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher as mp
+
+    patcher = models["model"].patcher
+    patcher.release_fast_path()  # start from kernels built with the small-layer setting
+    assert isinstance(patcher, getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher)
+    sample(models, refs)
+    held = patcher.fast_path_bytes()
+    assert held > 0
+    weights = mm.module_size(patcher.model)
+    assert patcher.model_size() == weights + held
+    assert patcher.loaded_size() == patcher.model.model_loaded_weight_memory + held
+    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert patcher.fast_path_bytes() == 0
+    assert patcher.model_size() == weights
+    print(f"fast path of the debug backbone: {held} bytes held, freed by unload_all_models")
+    sample(models, refs)  # the next run loads the model again and rebuilds what it needs
+    assert patcher.fast_path_bytes() > 0
+
+
+def test_a_replaced_model_takes_its_fast_path_along(comfy, refs, pack_small_linears):
+    """A model dropped from the canvas (its loader re-run or removed) is not unloaded by ComfyUI, only
+    forgotten: once its patcher goes, the fast-path table lets go of it too."""
+    import gc
+    import weakref
+
+    loaders = comfy_host.module("nodes.loaders")
+    managed = run_node(loaders.TalkerLoadModel)[0]
+    sample({"model": managed}, refs)
+    assert managed.patcher.fast_path_bytes() > 0
+    module = weakref.ref(managed.module)
+    del managed
+    gc.collect()
+    assert module() is None

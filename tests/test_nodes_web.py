@@ -60,11 +60,15 @@ console.log(JSON.stringify(out));
 
 def sampler_payload() -> dict:
     """The ui payload of a sampler run (1.2 s, with a 0.16 s prefix), as the node builds it."""
-    import comfy_stubs
+    import importlib.util
+
     import torch
 
-    comfy_stubs.activate()
-    from nodes.plot import motion_plot, summary_ui
+    # nodes/plot.py needs neither ComfyUI nor the rest of the pack: load that file alone.
+    spec = importlib.util.spec_from_file_location("talker_nodes_plot", ROOT / "nodes" / "plot.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    motion_plot, summary_ui = plot.motion_plot, plot.summary_ui
     from talker_core.types import MotionCodes, SpeechLatents
 
     g = torch.Generator().manual_seed(0)

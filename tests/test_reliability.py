@@ -143,17 +143,20 @@ def _rss_mb() -> float:
 RSS_GROWTH_BOUND_MB = 150
 
 
+@pytest.mark.comfyui
 def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_factory):
-    import comfy_stubs
+    import comfy_host
+    from comfy_host import run_node
+    from synthetic import voice_waveform
 
-    comfy_stubs.activate()
-    from comfy_stubs.harness import run_node, voice_waveform
-
+    comfy_host.require()
     base = tmp_path_factory.mktemp("endurance_base")
-    comfy_stubs.reset_dirs(base)
+    comfy_host.use_base(base)
     (base / "models" / "talker_t2av").symlink_to(debug_models, target_is_directory=True)
-    from nodes import decoders, encoders, sampler
-    from nodes import loaders as node_loaders
+    decoders = comfy_host.module("nodes.decoders")
+    encoders = comfy_host.module("nodes.encoders")
+    sampler = comfy_host.module("nodes.sampler")
+    node_loaders = comfy_host.module("nodes.loaders")
 
     model = run_node(node_loaders.TalkerLoadModel)[0]
     codec = run_node(node_loaders.TalkerLoadCodec)[0]

@@ -1,5 +1,6 @@
 """The example workflows: UI files match the node schemas, API files match the UI files, and the
-API graphs run in process (our nodes on the debug models, small stand-ins for the core nodes).
+API graphs pass ComfyUI's own validation and run through its own executor (our nodes on the debug
+models, ComfyUI's core nodes as they are), in the real ComfyUI named by ``COMFYUI_DIR``.
 """
 
 from __future__ import annotations
@@ -7,13 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import comfy_stubs
+import comfy_host
 import pytest
+import synthetic
 
-comfy_stubs.activate()
-
-from comfy_stubs import harness  # noqa: E402
-from comfy_stubs.harness import CORE_NODES, WIDGET_TYPES, check_widget, input_spec  # noqa: E402
+pytestmark = pytest.mark.comfyui
+comfy_host.require()
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_DIR = ROOT / "example_workflows"
@@ -22,33 +22,45 @@ UI_FILES = sorted(UI_DIR.glob("*.json"))
 FRONTEND_ONLY = {"MarkdownNote", "Note"}  # UI notes: never sent to the server
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 EXPECTED = {"talker_t2av", "talker_style_prefix", "talker_a2v", "talker_v2a", "talker_speech_only", "talker_long_form"}
+WIDGET_TYPES = comfy_host.WIDGET_TYPES
+# The browser's part (fake): widgets the frontend adds after a combo that has an upload flag;
+# they are saved in widgets_values but never sent to the server.
+UPLOAD_WIDGETS = {"image_upload": ["upload"], "audio_upload": ["audioUI", "upload"], "video_upload": ["upload"]}
 
 
 def ours() -> dict[str, type]:
-    import nodes
+    return {cls.GET_SCHEMA().node_id: cls for cls in comfy_host.module("nodes").NODES}
 
-    return {cls.GET_SCHEMA().node_id: cls for cls in nodes.NODES}
+
+def input_spec(cls) -> dict[str, tuple[str, dict, bool]]:
+    """name → (io type, options, optional) from the class's INPUT_TYPES; a list type is a combo."""
+    info = cls.INPUT_TYPES()
+    out = {}
+    for category in ("required", "optional"):
+        for name, (io_type, *rest) in info.get(category, {}).items():
+            opts = dict(rest[0]) if rest else {}
+            if isinstance(io_type, list):
+                io_type, opts = "COMBO", {**opts, "options": io_type}
+            out[name] = (io_type, opts, category == "optional")
+    return out
 
 
 def layout(ntype: str):
     """(sockets [(name, type, optional)] in UI order, {widget: (type, options)}, UI widget names, output types)."""
-    if ntype in ours():
-        cls = ours()[ntype]
-        spec = input_spec(cls)
-        sockets = [(n, t, opt) for n, (t, o, opt) in spec.items() if t not in WIDGET_TYPES]
-        sockets = [s for s in sockets if not s[2]] + [s for s in sockets if s[2]]
-        widgets = {n: (t, o) for n, (t, o, opt) in spec.items() if t in WIDGET_TYPES}
-        names = []
-        for n, (t, o) in widgets.items():
-            names.append(n)
-            if o.get("control_after_generate"):
-                names.append("control_after_generate")
-        return sockets, widgets, names, [o.io_type for o in cls.GET_SCHEMA().outputs or []]
-    core = CORE_NODES[ntype]
-    sockets = [(n, t, bool(o.get("optional"))) for n, t, o in core.INPUTS if t not in WIDGET_TYPES]
+    cls = comfy_host.node_classes()[ntype]
+    spec = input_spec(cls)
+    sockets = [(n, t, opt) for n, (t, o, opt) in spec.items() if t not in WIDGET_TYPES]
     sockets = [s for s in sockets if not s[2]] + [s for s in sockets if s[2]]
-    widgets = {n: (t, o) for n, t, o in core.INPUTS if t in WIDGET_TYPES}
-    return sockets, widgets, core.UI_WIDGETS, core.OUTPUTS
+    widgets = {n: (t, o) for n, (t, o, opt) in spec.items() if t in WIDGET_TYPES}
+    names = []
+    for n, (t, o) in widgets.items():
+        names.append(n)
+        if o.get("control_after_generate"):
+            names.append("control_after_generate")
+        for flag, extra in UPLOAD_WIDGETS.items():
+            if o.get(flag):
+                names.extend(extra)
+    return sockets, widgets, names, list(cls.RETURN_TYPES)
 
 
 def load_ui(path: Path) -> dict:
@@ -81,7 +93,7 @@ def test_ui_workflow_matches_the_schemas(path):
         if ntype in FRONTEND_ONLY:
             assert isinstance(node["widgets_values"][0], str)
             continue
-        assert ntype in ours() or ntype in CORE_NODES, f"unknown node type {ntype}"
+        assert ntype in comfy_host.node_classes(), f"unknown node type {ntype}"
         sockets, widgets, names, outputs = layout(ntype)
         where = f"{path.name}: node {node['id']} ({ntype})"
         # widgets_values: one value per UI widget, in order, each valid for its widget
@@ -94,12 +106,8 @@ def test_ui_workflow_matches_the_schemas(path):
                 assert value in ("image", None)
             elif name == "audioUI":
                 assert value is None
-            else:
-                io_type, opts = widgets[name]
-                if io_type == "COMBO" and ntype in CORE_NODES:
-                    assert isinstance(value, str) and value, f"{where}: {name}"
-                else:
-                    check_widget(ntype, name, io_type, opts, value)
+            else:  # the values themselves: ComfyUI's validation of the API files (equal to these)
+                assert name in widgets, f"{where}: {name}"
         # inputs: every socket in schema order (required first), then linked widgets
         entries = node["inputs"]
         assert [(e["name"], e["type"]) for e in entries[: len(sockets)]] == [(n, t) for n, t, _ in sockets], where
@@ -152,26 +160,17 @@ def test_api_workflow_is_the_same_graph(path):
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
-def test_api_workflow_passes_comfyui_validation(path):
-    """ComfyUI's /prompt checks: required inputs present, linked types equal, widget values in range."""
+def test_api_workflow_passes_comfyui_validation(path, comfy):
+    """ComfyUI's own /prompt validation: required inputs present, linked types equal, widget values in
+    range and in their lists (the input files and models exist), and the nodes' validate_inputs."""
     api = api_of(path)
     for nid, entry in api.items():
-        ntype = entry["class_type"]
-        sockets, widgets, names, _ = layout(ntype)
-        for name, t, optional in sockets:
-            if not optional:
-                assert name in entry["inputs"], f"{path.name}: {nid}.{name} missing"
-        for name, (t, opts) in widgets.items():
-            if not opts.get("optional"):
-                assert name in entry["inputs"], f"{path.name}: {nid}.{name} missing"
-        types = {n: t for n, t, _ in sockets} | {n: t for n, (t, _) in widgets.items()}
-        for name, value in entry["inputs"].items():
-            assert name in types, f"{path.name}: {nid}.{name} is not an input of {ntype}"
-            if isinstance(value, list):
-                src = api[value[0]]["class_type"]
-                assert layout(src)[3][value[1]] == types[name], f"{path.name}: {nid}.{name}"
-            elif ntype in ours():
-                check_widget(ntype, name, types[name], widgets[name][1], value)
+        sockets, widgets, _, _ = layout(entry["class_type"])
+        known = {n for n, _, _ in sockets} | set(widgets)
+        assert set(entry["inputs"]) <= known, f"{path.name}: {nid}: {set(entry['inputs']) - known}"
+    valid, error, outputs, node_errors = comfy_host.validate_prompt(api)
+    assert valid, (error, node_errors)
+    assert outputs and not node_errors
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,9 +184,9 @@ SHORT = {"TalkerSampler": {"max_seconds": 0.32}, "TalkerEncodeMotion": {"max_sec
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, debug_models):
     base = tmp_path_factory.mktemp("wf_base")
-    comfy_stubs.reset_dirs(base)
+    comfy_host.use_base(base)
     (base / "models" / "talker_t2av").symlink_to(debug_models, target_is_directory=True)
-    harness.write_inputs(base / "input")
+    synthetic.write_inputs(base / "input")
     return base
 
 
@@ -196,7 +195,7 @@ def fast_liax(monkeypatch):
     """LIA-X's interface at a fraction of its cost: the debug LIA-X renders a frame in seconds or more."""
     import talker_core.weights.loaders
 
-    monkeypatch.setattr(talker_core.weights.loaders, "load_liax", lambda path, device, dtype: harness.FastLiaX())
+    monkeypatch.setattr(talker_core.weights.loaders, "load_liax", lambda path, device, dtype: synthetic.FastLiaX())
 
 
 def read_media(path: Path) -> dict:
@@ -214,36 +213,39 @@ def read_media(path: Path) -> dict:
     return info
 
 
+def saved_files(base: Path, suffix: str) -> set[Path]:
+    return set((base / "output").rglob("*" + suffix))
+
+
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
 def test_api_workflow_runs(path, comfy, fast_liax):
     api = api_of(path)
-    overrides = {nid: dict(SHORT[e["class_type"]]) for nid, e in api.items() if e["class_type"] in SHORT}
-    for nid, e in api.items():
+    for e in api.values():
+        e["inputs"].update(SHORT.get(e["class_type"], {}))
         if e["class_type"] == "TalkerSampler" and e["inputs"]["prefix_seconds"] > 0:
-            overrides[nid]["prefix_seconds"] = 0.16  # within the shortened reference clip
-    harness.SaveVideo.saved.clear()
-    harness.SaveAudio.saved.clear()
-    results = harness.execute_prompt(
-        api, ours(), overrides=overrides, hidden={"EXTRA_PNGINFO": {"workflow": load_ui(path)}}
-    )
+            e["inputs"]["prefix_seconds"] = 0.16  # within the shortened reference clip
+    before = {s: saved_files(comfy, s) for s in (".mp4", ".flac")}
+    executor = comfy_host.execute_prompt(api, {"extra_pnginfo": {"workflow": load_ui(path)}})
+    new = {s: sorted(saved_files(comfy, s) - before[s]) for s in before}
+    ui_of = executor.history_result["outputs"]
     samplers = [nid for nid, e in api.items() if e["class_type"] == "TalkerSampler"]
     assert len(samplers) == 1
-    speech, motion = results[samplers[0]]
-    ui = results[samplers[0] + ":ui"]
+    speech, motion = comfy_host.cached_outputs(executor, samplers[0])
+    ui = ui_of[samplers[0]]
     assert ui["text"][0] and json.dumps(ui)
     if api[samplers[0]]["inputs"]["speech_only"]:
         assert motion is None
-        assert len(harness.SaveAudio.saved) == 1
-        info = read_media(harness.SaveAudio.saved[0])
+        assert len(new[".flac"]) == 1 and not new[".mp4"]
+        info = read_media(new[".flac"][0])
         assert info["audio"] == (24000, speech.frames * 960)
         return
     assert motion.frames == speech.frames
-    assert len(harness.SaveVideo.saved) == 1
-    info = read_media(harness.SaveVideo.saved[0])
+    assert len(new[".mp4"]) == 1
+    info = read_media(new[".mp4"][0])
     assert info["video"] is not None and info["audio"] is not None
     if path.stem != "talker_v2a":  # v2a lays the speech over the source clip's own frames
         assert info["video"][:2] == (512, 512)
         assert info["video"][2] == motion.frames
     for nid, e in api.items():
         if e["class_type"] in ("TalkerSaveSpeechLatents", "TalkerSaveMotionLatents"):
-            assert "saved " in results[nid + ":ui"]["text"][0]
+            assert "saved " in ui_of[nid]["text"][0]

@@ -1,1 +1,0 @@
-"""Stand-in for ComfyUI's ``comfy`` package (only what our nodes use)."""
