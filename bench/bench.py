@@ -566,7 +566,9 @@ def bench_heads(size: str, device, dtype, args) -> dict:
         }
         if name != "baseline" and "baseline" in times:
             # paired ratios (the same patch index measured back to back) are robust to load changes
-            out[name]["over_baseline_paired_median"] = round(_median([a / b for a, b in zip(ts, times["baseline"])]), 3)
+            out[name]["over_baseline_paired_median"] = round(
+                _median([a / b for a, b in zip(ts, times["baseline"], strict=True)]), 3
+            )
     ref = first.get("fast")
     if ref is not None:
         out["max_abs_diff_first_patch_vs_fast"] = {
@@ -634,7 +636,6 @@ def bench_render(size: str, scale: float, device, dtype, args) -> dict:
             if heavy:
                 out["note"] = "one timed call, no warm-up (CPU, scale >= 1)"
     out.update(peak.value())
-    del gen
     return out
 
 
@@ -845,7 +846,7 @@ def _table(results: dict) -> str:
             )
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(lines)
 
 

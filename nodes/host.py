@@ -255,7 +255,7 @@ def interruptible() -> Iterator[None]:
         yield
     except Cancelled:
         mm.throw_exception_if_processing_interrupted()
-        raise mm.InterruptProcessingException()
+        raise mm.InterruptProcessingException() from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -369,7 +369,7 @@ def test_graph_mode_program_logic_on_cpu(model, monkeypatch):
     def fake_capture(body, mutable):
         saved = [t.clone() for t in mutable]
         body()  # a warm-up run; the real capture restores the buffers the same way
-        for t, s in zip(mutable, saved):
+        for t, s in zip(mutable, saved, strict=True):
             t.copy_(s)
         graphs.append(_ReplayGraph(body))
         return graphs[-1]

@@ -130,9 +130,9 @@ def test_every_torch_load_is_weights_only_and_nothing_evaluates_code():
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             func = node.func
-            if _is_torch_load(func) or (isinstance(func, ast.Name) and func.id in imported_load):
-                if not _weights_only_true(node):
-                    problems.append(f"{where}: torch.load without weights_only=True")
+            is_load = _is_torch_load(func) or (isinstance(func, ast.Name) and func.id in imported_load)
+            if is_load and not _weights_only_true(node):
+                problems.append(f"{where}: torch.load without weights_only=True")
             if isinstance(func, ast.Name) and func.id in ("eval", "exec"):
                 problems.append(f"{where}: call to {func.id}()")
             if (

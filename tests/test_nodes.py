@@ -202,7 +202,7 @@ def test_loader_options_list_the_release_layout(comfy):
 def test_loaders_wrap_models_for_comfyui(models):
     import comfy.model_management as mm
 
-    for key, managed in models.items():
+    for _key, managed in models.items():
         assert managed.patcher.model.inner is managed.module
         assert managed.dtype == torch.float32  # auto on the CPU
         before = len(mm.load_calls)

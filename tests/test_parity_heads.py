@@ -54,7 +54,7 @@ def test_patch_encoders(path):
         encoder = getattr(model, f"{stream}_patch_encoder")
         with torch.no_grad():
             got = encoder(_stream_input(tensors, "pe_in", stream))
-        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("path", PARAMS)
@@ -76,7 +76,7 @@ def test_dit_velocity_heads(path):
                 _stream_input(tensors, "dit_gc", stream),
                 dt,
             )
-        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(got, tensors[key], **tol, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("path", PARAMS)
@@ -115,7 +115,9 @@ def test_flow_sampler_runs(path):
             settings,
         )
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got, tensors[f"{prefix}_out"], **tol, msg=lambda m: f"sampler run {name!r}: {m}")
+        torch.testing.assert_close(
+            got, tensors[f"{prefix}_out"], **tol, msg=lambda m, name=name: f"sampler run {name!r}: {m}"
+        )
 
 
 @pytest.mark.parametrize("path", PARAMS)

@@ -3,6 +3,7 @@ the node layer, and property tests (fuzzing) of the text and audio front ends.""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -99,14 +100,12 @@ def test_interruption_at_random_points_leaves_no_trace(models, refs):
         polls = {"n": 0}
         stop_at = rng.randint(1, 12)
 
-        def cancel():
+        def cancel(polls=polls, stop_at=stop_at):
             polls["n"] += 1
             return polls["n"] >= stop_at
 
-        try:
+        with contextlib.suppress(P.Cancelled):
             P.generate(models["talker"], request, voice=voice, face=face, hooks=P.Hooks(should_cancel=cancel))
-        except P.Cancelled:
-            pass
         after = P.generate(models["talker"], request, voice=voice, face=face)
         fresh = P.generate(models["talker"], request, voice=voice, face=face)
         assert torch.equal(after.speech.latents, fresh.speech.latents), f"seed {seed}, cancelled at poll {stop_at}"

@@ -540,10 +540,7 @@ class TalkerGenerator:
         if model.device.type != "cpu":
             res.linear.clear()  # packed CPU copies of a model that has moved to another device
         graphs = res.graphs_enabled(model)
-        if graphs:
-            cache = res.shared_cache(positions)
-        else:
-            cache = model.new_static_cache(positions)
+        cache = res.shared_cache(positions) if graphs else model.new_static_cache(positions)
         cache.reset()
         return _FastState(res, cache, graphs)
 
@@ -1049,7 +1046,7 @@ def _capture_graph(body: Callable[[], None], mutable: list[torch.Tensor]):
     saved = [t.clone() for t in mutable]
 
     def restore():
-        for t, s in zip(mutable, saved):
+        for t, s in zip(mutable, saved, strict=True):
             t.copy_(s)
 
     try:

@@ -135,7 +135,7 @@ class Res2Conv1dReluBn(nn.Module):
         groups = torch.split(x, self.width, dim=1)
         outs = []
         carry = None
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             carry = groups[i] if i == 0 else carry + groups[i]
             carry = bn(F.relu(conv(carry)))
             outs.append(carry)

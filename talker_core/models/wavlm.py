@@ -383,10 +383,7 @@ class FeatureExtractor(nn.Module):
         blocks = []
         c_in = 1
         for i, spec in enumerate(config.conv_layers):
-            if config.extractor_mode == "layer_norm":
-                norm = "layer"
-            else:
-                norm = "group" if i == 0 else None
+            norm = "layer" if config.extractor_mode == "layer_norm" else "group" if i == 0 else None
             blocks.append(_ConvBlock(c_in, spec, config.conv_bias, norm))
             c_in = spec[0]
         self.conv_layers = nn.ModuleList(blocks)

@@ -313,10 +313,8 @@ class _WeightNormConv(nn.Module):
         # kernel bit-identical to the reference (its fused CPU/CUDA reduction rounds differently
         # from a plain norm, and the decoder amplifies last-bit differences).
         v32, g32 = v.float(), g.float()
-        if _weight_norm_op is not None:
-            w = _weight_norm_op(v32, g32, 0)
-        else:  # same function, possibly different last bits
-            w = v32 * (g32 / self._norm(v32))
+        # without the op: the same function, possibly different last bits
+        w = _weight_norm_op(v32, g32, 0) if _weight_norm_op is not None else v32 * (g32 / self._norm(v32))
         return w.to(v.dtype)
 
     @torch.no_grad()

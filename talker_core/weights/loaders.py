@@ -24,6 +24,7 @@ checkpoint's OmegaConf config is rebuilt by the inert stand-ins of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -494,10 +495,7 @@ def _read_liax(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
-    if fmt == "pickle":
-        sd = state_dict_from_file(payload, source=str(path))
-    else:
-        sd = payload
+    sd = state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else payload
     config = _config_from_meta(meta, LiaXConfig, path) or LiaXConfig.from_state_dict_shapes(sd, source=str(path))
     return sd, config
 
@@ -527,10 +525,7 @@ def _read_speaker(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
-    if fmt == "pickle":
-        sd = state_dict_from_file(payload, source=str(path))
-    else:
-        sd = payload
+    sd = state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else payload
     config = _config_from_meta(meta, SpeakerEncoderConfig, path) or config_from_state_dict(sd, source=str(path))
     return sd, config
 
@@ -654,10 +649,8 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
 
 def _default_permissions(path: Path) -> None:
     """Give a written file the usual permissions (rw for the owner, r for others); the writer makes it 0600."""
-    try:
+    with contextlib.suppress(OSError):  # e.g. a file system without permissions
         os.chmod(path, 0o644)
-    except OSError:  # pragma: no cover - e.g. a file system without permissions
-        pass
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> None:
