@@ -147,7 +147,7 @@ def load_strict(
     for k, ref in expected.items():
         if k in mapped:
             t = mapped[k]
-            full[k] = t.to(dtype=ref.dtype) if ref.is_floating_point() else t.to(dtype=ref.dtype)
+            full[k] = t.to(dtype=ref.dtype)
         else:  # derived: keep the module's own value
             full[k] = ref
     module.load_state_dict(full, strict=True)

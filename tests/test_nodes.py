@@ -429,6 +429,7 @@ def test_decode_speech_gives_24khz_audio(models, refs):
     assert audio["waveform"].abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_render_video_with_progress_and_previews(fast_face_model, refs):
     import comfy.utils
 
@@ -458,6 +459,7 @@ def test_render_explains_missing_motion(fast_face_model, refs):
         run_node(TalkerRenderVideo, face_model=fast_face_model, face=refs["face"], motion=None)
 
 
+@pytest.mark.slow
 def test_render_can_be_interrupted(fast_face_model, refs):
     import comfy.model_management as mm
 
@@ -517,12 +519,24 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
     """In ComfyUI, models load and run under torch.inference_mode(), so their weights are inference
     tensors (no version counter). Real-size layers take the CPU packed-linear path that debug-size
     layers skip; lower its size threshold so the debug model exercises it too."""
-    blocks = pytest.importorskip("talker_core.models.blocks")
-    kernels = getattr(blocks, "LinearKernels", None)
-    if kernels is None or not kernels.__init__.__defaults__:
-        pytest.skip("no packed-linear kernels in this talker_core")
+    from talker_core.fast.kernels import LinearKernels as kernels
+
     assert models["model"].module.task_embedding.weight.is_inference()
     *head, _min_numel = kernels.__init__.__defaults__
     monkeypatch.setattr(kernels.__init__, "__defaults__", (*head, 0))
     speech, motion = sample(models, refs).args
     assert speech.frames == motion.frames > 0
+
+
+def test_sampler_widgets_come_from_the_parameter_table(comfy):
+    from nodes import sampler
+    from talker_core.params import PARAMS
+
+    widgets = {i.id: i for i in sampler.TalkerSampler.GET_SCHEMA().inputs}
+    shown = [name for name in PARAMS if name in widgets]
+    assert {"seed", "steps", "cfg", "temperature", "sway", "cfg_zero_star", "stop_threshold"} <= set(shown)
+    for name in shown:
+        spec, w = PARAMS[name], widgets[name]
+        assert (w.default, w.tooltip) == (spec.default, spec.help), name
+        if spec.kind is not bool:
+            assert (w.min, w.max) == (spec.minimum, spec.maximum), name

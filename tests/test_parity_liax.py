@@ -74,6 +74,7 @@ def test_frames_batched(case):
     torch.testing.assert_close(frames, case.tensors["frames"], **case.tol)
 
 
+@pytest.mark.slow
 def test_single_row_equals_batched_row(case):
     last = case.tensors["motion"].shape[0] - 1
     with torch.inference_mode():

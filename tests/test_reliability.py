@@ -92,6 +92,7 @@ def test_other_render_errors_are_not_mistaken_for_memory(models, refs):
 # ---------------------------------------------------------------------------------- interruption
 
 
+@pytest.mark.slow
 def test_interruption_at_random_points_leaves_no_trace(models, refs):
     voice, face = refs
     rng = random.Random(1234)
@@ -112,6 +113,7 @@ def test_interruption_at_random_points_leaves_no_trace(models, refs):
         assert torch.equal(after.motion.codes, fresh.motion.codes)
 
 
+@pytest.mark.slow
 def test_render_interruption_then_full_render_matches(models, refs):
     _, face = refs
     motion = MotionCodes(torch.randn(4, 40))
@@ -142,6 +144,7 @@ def _rss_mb() -> float:
 RSS_GROWTH_BOUND_MB = 150
 
 
+@pytest.mark.slow
 def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_factory):
     import comfy_stubs
 

@@ -215,6 +215,7 @@ def read_media(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
+@pytest.mark.slow
 def test_api_workflow_runs(path, comfy, fast_liax):
     api = api_of(path)
     overrides = {nid: dict(SHORT[e["class_type"]]) for nid, e in api.items() if e["class_type"] in SHORT}

@@ -289,6 +289,7 @@ def write_mp4(
             except OSError as exc:
                 raise MediaError(f"could not start ffmpeg ({exe}): {exc}; reinstall imageio-ffmpeg") from exc
             broken = False
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 for data in _frame_chunks(fr, pad_h, pad_w):
                     proc.stdin.write(data)

@@ -535,7 +535,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
-        bias = self.layers[0].self_attn.position_bias(x.shape[1]) if self.relative else None
+        first: EncoderLayer = self.layers[0]  # type: ignore[assignment]  # ModuleList items are Modules
+        bias = first.self_attn.position_bias(x.shape[1]) if self.relative else None
         states = []
         for layer in self.layers:
             states.append(x)

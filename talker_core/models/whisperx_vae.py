@@ -541,6 +541,7 @@ class WhisperAudioEncoder(nn.Module):
         self.n_ctx = cfg.n_audio_ctx
         self.conv1 = nn.Conv1d(cfg.n_mels, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.positional_embedding: torch.Tensor
         self.register_buffer("positional_embedding", _sinusoids(cfg.n_audio_ctx, d), persistent=False)
         self.blocks = nn.ModuleList([WhisperBlock(d, cfg.n_audio_head) for _ in range(cfg.n_audio_layer)])
         self.ln_post = nn.LayerNorm(d)
@@ -699,7 +700,7 @@ class WhisperXVAE(nn.Module):
             )
         wav24 = wav24[:, : frames * self.hop]
         mel = whisper_log_mel(wav16, n_mels=self.cfg.whisper.n_mels)
-        return self.encode(wav24.unsqueeze(0), mel.unsqueeze(0))
+        return self.encode(wav24.unsqueeze(0).to(p.dtype), mel.unsqueeze(0).to(p.dtype))
 
 
 # ---------------------------------------------------------------------------

@@ -31,10 +31,10 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -438,7 +438,7 @@ def _read_whisperx(path: Path):
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("whisperx_vae", payload, meta, path, "CodecEnc.*, semantic_model.encoder.*")
     if fmt == "safetensors":
-        sd = payload
+        sd = cast("dict[str, torch.Tensor]", payload)
         config = _config_from_meta(meta, WhisperXVAEConfig, path) or _whisperx_config_from_shapes(sd, path)
         return sd, config
     if not isinstance(payload, Mapping):
@@ -495,7 +495,9 @@ def _read_liax(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
-    sd = state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else payload
+    sd = (
+        state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
+    )
     config = _config_from_meta(meta, LiaXConfig, path) or LiaXConfig.from_state_dict_shapes(sd, source=str(path))
     return sd, config
 
@@ -525,7 +527,9 @@ def _read_speaker(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
-    sd = state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else payload
+    sd = (
+        state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
+    )
     config = _config_from_meta(meta, SpeakerEncoderConfig, path) or config_from_state_dict(sd, source=str(path))
     return sd, config
 
@@ -544,7 +548,7 @@ def load_speaker_encoder(
     return _finish(model, device, dtype)
 
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[..., Any]] = {
     "talker": load_talker,
     "whisperx_vae": load_whisperx_vae,
     "liax": load_liax,
