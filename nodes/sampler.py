@@ -47,6 +47,8 @@ def check_inputs(mode: str, text: str, voice, face, reference_motion, prefix_sec
         text=text or "",
         voice=voice is not None,
         face=face is not None or reference_motion is not None,
+        forced_speech=mode == Mode.A2V,  # from_inputs inferred the mode from the forced streams
+        forced_motion=mode == Mode.V2A,
         names=_names(),
     )
     if prefix_seconds > 0 and voice is None:
