@@ -312,6 +312,7 @@ class Models:
 
             self.require({kind})
             path, device, dtype = self.found[kind], self.device, self.dtype
+            assert path is not None  # require() raised otherwise
             log.info("loading %s from %s on %s (%s)", kind, path, device, dtype)
             if kind == "talker":
                 model = loaders.load_talker(path, device=device, dtype=dtype, attn_implementation=self.attn)
@@ -380,6 +381,7 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
         media.write_wav(out_path, audio, SAMPLE_RATE)
     else:
         liax = models.get("liax")
+        assert result.motion is not None  # joint modes return motion
         frames = P.render_motion(liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True)
         media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
     return result
