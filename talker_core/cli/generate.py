@@ -195,7 +195,7 @@ def _names():
     return InputNames(
         text="--text",
         voice="--ref-audio",
-        face="--ref-video/--ref-image",
+        face="--ref-video or --ref-image",
         forced_speech="--drive-audio",
         forced_motion="--drive-video",
         speech_only="--speech-only",
