@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
-REQUIRED = {  # import name → pip name (requirements.txt)
-    "transformers": "transformers>=4.51.0",
-    "tokenizers": "tokenizers>=0.21",
-    "safetensors": "safetensors>=0.4.3",
-    "numpy": "numpy>=1.25",
-    "av": "av>=12.0",
-    "imageio_ffmpeg": "imageio-ffmpeg>=0.5",
-    "huggingface_hub": "huggingface_hub>=0.30",
-}
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMPORT_NAMES = {"pillow": "PIL"}  # pip names whose import name is not the pip name with "-" → "_"
+
+
+def required() -> dict[str, str]:
+    """import name → requirement line, read from requirements.txt (the one dependency list)."""
+    out = {}
+    with open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") as fh:
+        for line in fh:
+            spec = line.split("#", 1)[0].strip()
+            if not spec:
+                continue
+            pip_name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].strip()
+            out[IMPORT_NAMES.get(pip_name.lower(), pip_name.replace("-", "_"))] = spec
+    return out
+
+
 OPTIONAL = {"flash_attn": "attention 'flash_attention_2' on the loader (sdpa works without it)"}
 
 
@@ -39,7 +48,7 @@ def main() -> int:
         print(f"  torch {torch.__version__} (CUDA {cuda}, GPU available: {torch.cuda.is_available()})")
     except ImportError:
         missing.append("torch (install the build that matches your GPU, as ComfyUI's README explains)")
-    for name, spec in REQUIRED.items():
+    for name, spec in required().items():
         try:
             print(f"  {name} {_version(importlib.import_module(name))}")
         except ImportError:
@@ -50,8 +59,7 @@ def main() -> int:
             print(f"  {name} found: {use}")
         except ImportError:
             print(f"  {name} not installed (optional: {use})")
-    here = os.path.dirname(os.path.abspath(__file__))
-    comfy_root = os.path.normpath(os.path.join(here, "..", ".."))
+    comfy_root = os.path.normpath(os.path.join(HERE, "..", ".."))
     if os.path.isfile(os.path.join(comfy_root, "main.py")):
         models = os.path.join(comfy_root, "models", "talker_t2av")
     else:  # not inside ComfyUI/custom_nodes

@@ -19,8 +19,8 @@ release WhisperX-VAE decoder) it measures:
     CFG pair rebuilt from zeros at every Euler step, the estimator recomputing
     every token and the time embeddings at every step (and, like the
     reference, skipped on the steps CFG-zero-star zeroes);
-  * ``plain``: this library's plain path (``TalkerGenerator(model, fast=False)``);
-  * ``fast``: this library's default fast path.
+  * ``plain``: this library's plain path (``TalkerGenerator(model)``, the eager step);
+  * ``fast``: this library's fast path (``TalkerGenerator(model, step=FastPatchStep())``, what the pipeline runs).
 
   The three are checked to produce the same first patch (``max_abs_diff``).
 - ``render``: LIA-X frames per second, one frame per call (as the reference
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants",
         default="baseline,plain,fast",
         help="heads implementations, measured in turn patch by patch: baseline (reference-style "
-        "eager loop), plain (fast=False), fast (defaults), and the ablations "
+        "eager loop), plain (the eager step), fast (FastPatchStep defaults), and the ablations "
         "fast_serial (no parallel heads), fast_unpacked_serial (no prepacked weights either), "
         "fast_pack_backbone (prepacked backbone weights too)",
     )
@@ -464,17 +464,20 @@ def _talker(size: str, device, dtype, seed: int):
 _FAST_VARIANTS = ("plain", "fast", "fast_serial", "fast_unpacked_serial", "fast_pack_backbone")
 
 
-def _fast_option(name: str):
-    """The ``TalkerGenerator(fast=...)`` argument of a heads variant."""
-    from talker_core.generation.engine import FastPath
+def _step_option(name: str):
+    """The ``TalkerGenerator(step=...)`` argument of a heads variant."""
+    from talker_core.fast import FastPatchStep, FastPath
 
-    return {
-        "plain": False,
-        "fast": FastPath(),
-        "fast_serial": FastPath(parallel_heads=False),
-        "fast_unpacked_serial": FastPath(packed_linears=False, parallel_heads=False),
-        "fast_pack_backbone": FastPath(pack_backbone=True),
-    }[name]
+    if name == "plain":
+        return None
+    return FastPatchStep(
+        {
+            "fast": FastPath(),
+            "fast_serial": FastPath(parallel_heads=False),
+            "fast_unpacked_serial": FastPath(packed_linears=False, parallel_heads=False),
+            "fast_pack_backbone": FastPath(pack_backbone=True),
+        }[name]
+    )
 
 
 def bench_heads(size: str, device, dtype, args) -> dict:
@@ -510,7 +513,7 @@ def bench_heads(size: str, device, dtype, args) -> dict:
         for name in names:
             if name == "baseline":
                 continue
-            engine = TalkerGenerator(model, fast=_fast_option(name))
+            engine = TalkerGenerator(model, step=_step_option(name))
             t = time.perf_counter()
             state, _ = engine.prefill(
                 prompt,
@@ -566,7 +569,9 @@ def bench_heads(size: str, device, dtype, args) -> dict:
         }
         if name != "baseline" and "baseline" in times:
             # paired ratios (the same patch index measured back to back) are robust to load changes
-            out[name]["over_baseline_paired_median"] = round(_median([a / b for a, b in zip(ts, times["baseline"])]), 3)
+            out[name]["over_baseline_paired_median"] = round(
+                _median([a / b for a, b in zip(ts, times["baseline"], strict=True)]), 3
+            )
     ref = first.get("fast")
     if ref is not None:
         out["max_abs_diff_first_patch_vs_fast"] = {
@@ -634,7 +639,6 @@ def bench_render(size: str, scale: float, device, dtype, args) -> dict:
             if heavy:
                 out["note"] = "one timed call, no warm-up (CPU, scale >= 1)"
     out.update(peak.value())
-    del gen
     return out
 
 
@@ -845,7 +849,7 @@ def _table(results: dict) -> str:
             )
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(lines)
 
 

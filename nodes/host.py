@@ -273,37 +273,14 @@ def fast_path_hooks() -> tuple[Callable[[torch.nn.Module], None], Callable[[torc
 
     The fast path keeps prepacked weights, static caches, captured programs (CUDA graphs) and
     worker threads per model; ``release`` frees them (rebuilt on the next run), ``nbytes`` is the
-    memory they hold. Until the library exports ``fast_path_nbytes``, the size is read here from
-    the engine's per-model table. The engine is looked up, not imported: the patcher calls this
-    from ``__del__``, also while the interpreter shuts down.
+    memory they hold. The module is looked up, not imported: the patcher calls this from
+    ``__del__``, also while the interpreter shuts down, and a fast path never imported has built
+    nothing.
     """
-    engine = sys.modules.get("talker_core.generation.engine")
-    if engine is None:  # never imported, so nothing was built (also true at interpreter exit)
+    program = sys.modules.get("talker_core.fast.program")
+    if program is None:
         return (lambda model: None), (lambda model: 0)
-
-    nbytes = getattr(engine, "fast_path_nbytes", None)
-    if nbytes is None:
-
-        def nbytes(model: torch.nn.Module) -> int:
-            res = engine._RESOURCES.get(model)
-            if res is None:
-                return 0
-            seen: set[int] = set()
-
-            def count(t: Any) -> None:
-                nonlocal total
-                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                    seen.add(t.untyped_storage().data_ptr())
-                    total += t.untyped_storage().nbytes()
-
-            total = sum(getattr(kernels, "packed_bytes", 0) for kernels in {res.linear, res.backbone_linear})
-            for holder in [*res.caches.values(), *res.programs.values()]:
-                for value in vars(holder).values():
-                    for t in value if isinstance(value, (list, tuple)) else (value,):
-                        count(t)
-            return total
-
-    return engine.release_fast_path, nbytes
+    return program.release_fast_path, program.fast_path_nbytes
 
 
 class _FastPathOwner:
@@ -414,7 +391,7 @@ def interruptible() -> Iterator[None]:
         yield
     except Cancelled:
         mm.throw_exception_if_processing_interrupted()
-        raise mm.InterruptProcessingException()
+        raise mm.InterruptProcessingException() from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def load(kind: str, name: str):
     if found != kind:
         raise ValueError(f"{name} holds {found or 'no Talker-T2AV data'}, not {kind}; pick a {kind} file")
     with safe_open(path, framework="pt") as f:
-        if TENSOR_NAME[kind] not in f.keys():
+        if TENSOR_NAME[kind] not in f.keys():  # noqa: SIM118 - safe_open has no __contains__
             raise ValueError(f"{name} has no {TENSOR_NAME[kind]!r} tensor; it was not written by this pack")
         return f.get_tensor(TENSOR_NAME[kind]).float()
 

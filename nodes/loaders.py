@@ -69,9 +69,8 @@ def _download_input() -> io.Boolean.Input:
 def _locate(kind: str, name: str, download_if_missing: bool, folder: bool, what: str) -> str:
     release = _release_name(kind)
     path = host.find_model_path(name, folder=folder)
-    if folder and path is not None:
-        if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            path = None
+    if folder and path is not None and not os.path.isfile(os.path.join(path, "model.safetensors")):
+        path = None
     if path is None and download_if_missing and name == release:
         host.download(kind)
         path = host.find_model_path(name, folder=folder)

@@ -31,7 +31,7 @@ def _bin(values: torch.Tensor, points: int) -> list[float]:
         values = torch.stack(
             [
                 values[a:b].mean() if b > a else values[min(a, t - 1)]
-                for a, b in zip(edges[:-1].tolist(), edges[1:].tolist())
+                for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
             ]
         )
     return [round(float(v), 4) for v in values]

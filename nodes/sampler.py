@@ -1,6 +1,6 @@
 """The sampler node: text + voice + face (+ optional prefix / forced stream) → speech and motion.
 
-The mode follows from what is connected (documented in docs/NODES.md):
+The mode follows from what is connected (documented in the README's node reference):
 
 | connected            | speech_only | mode  | needs              |
 |----------------------|-------------|-------|--------------------|
@@ -13,6 +13,8 @@ The mode follows from what is connected (documented in docs/NODES.md):
 from __future__ import annotations
 
 from comfy_api.latest import io
+
+from talker_core.params import param
 
 from . import host
 from .compat import advanced, schema_extras
@@ -29,48 +31,45 @@ from .sockets import (
 
 _UNCONNECTED = object()  # validate_inputs: an optional input that is not connected
 
-MODE_NAMES = {"t2av": "T2AV", "a2v": "A2V", "v2a": "V2A", "speech": "speech only"}
 
+def _names():
+    from talker_core.pipeline import InputNames
 
-def infer_mode(speech_only: bool, forced_speech, forced_motion) -> str:
-    """The generation mode from the wiring; raises ValueError on contradictory inputs."""
-    from talker_core.pipeline import Mode
-
-    if forced_speech is not None and forced_motion is not None:
-        raise ValueError(
-            "forced_speech and forced_motion are both connected: force one stream and let the model sample the "
-            "other (forced_speech → audio-driven video, forced_motion → dubbing)"
-        )
-    if speech_only:
-        if forced_speech is not None or forced_motion is not None:
-            raise ValueError(
-                "speech_only is on, but a forced stream is connected: disconnect it or turn speech_only off"
-            )
-        return Mode.SPEECH
-    if forced_speech is not None:
-        return Mode.A2V
-    if forced_motion is not None:
-        return Mode.V2A
-    return Mode.T2AV
+    return InputNames(
+        given="connected",
+        voice_hint=" (Talker-T2AV Encode Voice)",
+        face_hint=" (Talker-T2AV Encode Face); for audio only, turn speech_only on",
+    )
 
 
 def check_inputs(mode: str, text: str, voice, face, reference_motion, prefix_seconds: float) -> None:
     """Clear errors, naming the node inputs, for what each mode needs (before any model runs)."""
-    from talker_core.pipeline import Mode, unspeakable_reason
+    from talker_core.pipeline import Mode
 
-    name = MODE_NAMES[mode]
-    reason = unspeakable_reason(text or "") if mode in (Mode.T2AV, Mode.SPEECH) else None
-    if reason is not None:
-        raise ValueError(f"text: {reason}; {name} needs the words to speak")
-    if mode in (Mode.T2AV, Mode.V2A, Mode.SPEECH) and voice is None:
-        raise ValueError(f"voice is not connected: {name} needs a reference voice (Encode Voice)")
-    if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
-        raise ValueError(
-            f"face is not connected: {name} makes a video and needs a face (Encode Face); "
-            "for audio only, turn speech_only on"
-        )
+    Mode.check(
+        mode,
+        text=text or "",
+        voice=voice is not None,
+        face=face is not None or reference_motion is not None,
+        forced_speech=mode == Mode.A2V,  # from_inputs inferred the mode from the forced streams
+        forced_motion=mode == Mode.V2A,
+        names=_names(),
+    )
     if prefix_seconds > 0 and voice is None:
         raise ValueError("prefix_seconds > 0 continues the reference recording: connect voice (and reference_motion)")
+
+
+def _widget(name: str) -> dict:
+    """default, min, max and tooltip of a sampler widget, from talker_core.params (the one table)."""
+    spec = param(name)
+    if spec.kind is bool:
+        return {"default": spec.default, "tooltip": spec.help}
+    out = {"default": spec.default, "tooltip": spec.help}
+    if spec.minimum is not None:
+        out["min"] = spec.minimum
+    if spec.maximum is not None:
+        out["max"] = spec.maximum
+    return out
 
 
 class TalkerSampler(io.ComfyNode):
@@ -126,86 +125,17 @@ class TalkerSampler(io.ComfyNode):
                 io.Boolean.Input(
                     "speech_only", default=False, tooltip="Generate speech alone (no motion, no face needed)."
                 ),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed; the same seed gives the same result on any device.",
-                ),
-                io.Int.Input(
-                    "steps",
-                    default=10,
-                    min=1,
-                    max=200,
-                    tooltip="Flow-matching (Euler) steps per 4-frame patch; the paper uses 10.",
-                ),
+                io.Int.Input("seed", **_widget("seed"), control_after_generate=True),
+                io.Int.Input("steps", **_widget("steps")),
+                io.Float.Input("cfg", **_widget("cfg"), step=0.1, round=0.01),
+                io.Float.Input("temperature", **_widget("temperature"), step=0.01, round=0.001),
+                io.Float.Input("sway", **_widget("sway"), **advanced(io.Float.Input), step=0.05, round=0.001),
+                io.Boolean.Input("cfg_zero_star", **_widget("cfg_zero_star"), **advanced(io.Boolean.Input)),
                 io.Float.Input(
-                    "cfg",
-                    default=2.0,
-                    min=0.0,
-                    max=20.0,
-                    step=0.1,
-                    round=0.01,
-                    tooltip="Classifier-free guidance strength; 2.0 as in the paper, 1.0 disables it.",
+                    "stop_threshold", **_widget("stop_threshold"), **advanced(io.Float.Input), step=0.01, round=0.001
                 ),
-                io.Float.Input(
-                    "temperature",
-                    default=0.3,
-                    min=0.0,
-                    max=5.0,
-                    step=0.01,
-                    round=0.001,
-                    tooltip="Scale of the starting noise: lower is steadier, higher more varied.",
-                ),
-                io.Float.Input(
-                    "sway",
-                    **advanced(io.Float.Input),
-                    default=1.0,
-                    min=-1.0,
-                    max=2.0,
-                    step=0.05,
-                    round=0.001,
-                    tooltip="Sway sampling coefficient of the time grid (1.0 as in the reference).",
-                ),
-                io.Boolean.Input(
-                    "cfg_zero_star",
-                    **advanced(io.Boolean.Input),
-                    default=True,
-                    tooltip="CFG-Zero*: skip the first step and rescale guidance (as in the reference).",
-                ),
-                io.Float.Input(
-                    "stop_threshold",
-                    **advanced(io.Float.Input),
-                    default=0.5,
-                    min=0.01,
-                    max=1.0,
-                    step=0.01,
-                    round=0.001,
-                    tooltip="End of speech when the stop head's probability stays above this for 3 "
-                    "patches (T2AV and speech only).",
-                ),
-                io.Float.Input(
-                    "max_seconds",
-                    default=30.0,
-                    min=0.16,
-                    max=3600.0,
-                    step=0.1,
-                    round=0.01,
-                    tooltip="Upper bound on the generated length, all segments together.",
-                ),
-                io.Float.Input(
-                    "prefix_seconds",
-                    default=0.0,
-                    min=0.0,
-                    max=30.0,
-                    step=0.1,
-                    round=0.01,
-                    tooltip="Style cloning: feed this much of the reference (voice latents and "
-                    "reference_motion) as a prefix, so prosody and head motion continue its "
-                    "style. 0: the reference sets only timbre and appearance.",
-                ),
+                io.Float.Input("max_seconds", **_widget("max_seconds"), step=0.1, round=0.01),
+                io.Float.Input("prefix_seconds", **_widget("prefix_seconds"), step=0.1, round=0.01),
                 io.Boolean.Input(
                     "include_prefix",
                     **advanced(io.Boolean.Input),
@@ -215,14 +145,10 @@ class TalkerSampler(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "segment_prefix_seconds",
+                    **_widget("segment_prefix_seconds"),
                     **advanced(io.Float.Input),
-                    default=2.0,
-                    min=0.0,
-                    max=10.0,
                     step=0.1,
                     round=0.01,
-                    tooltip="Long form: how much of each segment's end is fed to the next as its "
-                    "prefix, carrying voice and motion over.",
                 ),
             ],
             outputs=[
@@ -244,17 +170,16 @@ class TalkerSampler(io.ComfyNode):
         connected forced stream (A2V/V2A: text optional or checked at run time) from none.
         A linked ``text`` arrives as None and is checked at run time.
         """
-        from talker_core.pipeline import unspeakable_reason
+        from talker_core.pipeline import Mode, unspeakable_message
 
         if not isinstance(text, str):
             return True
-        reason = unspeakable_reason(text)
-        if reason is None:
-            return True
         if speech_only is True:
-            return f"text: {reason}; speech only needs the words to speak"
+            return unspeakable_message(text, "text", Mode.NAMES[Mode.SPEECH]) or True
         if speech_only is False and forced_speech is _UNCONNECTED and forced_motion is _UNCONNECTED:
-            return f"text: {reason}; T2AV needs the words to speak (or connect forced_speech for audio-driven video)"
+            message = unspeakable_message(text, "text", Mode.NAMES[Mode.T2AV])
+            if message is not None:
+                return f"{message} (or connect forced_speech for audio-driven video)"
         return True
 
     @classmethod
@@ -280,9 +205,14 @@ class TalkerSampler(io.ComfyNode):
         forced_speech=None,
         forced_motion=None,
     ) -> io.NodeOutput:
-        from talker_core.pipeline import TalkRequest, generate
+        from talker_core.pipeline import Mode, TalkRequest, generate
 
-        mode = infer_mode(speech_only, forced_speech, forced_motion)
+        mode = Mode.from_inputs(
+            speech_only=bool(speech_only),
+            forced_speech=forced_speech is not None,
+            forced_motion=forced_motion is not None,
+            names=_names(),
+        )
         check_inputs(mode, text, voice, face, reference_motion, prefix_seconds)
         request = TalkRequest(
             text=text,
@@ -313,7 +243,7 @@ class TalkerSampler(io.ComfyNode):
         speech, motion, prefix = result.speech, result.motion, result.prefix_frames
         if not include_prefix and prefix > 0:
             speech, motion, prefix = _drop_prefix(speech, prefix), _drop_prefix(motion, prefix), 0
-        summary = f"{MODE_NAMES[mode]}: {result.summary()}"
+        summary = f"{Mode.NAMES[mode]}: {result.summary()}"
         return io.NodeOutput(speech, motion, ui=summary_ui(summary, motion_plot(speech, motion, prefix), warnings))
 
 

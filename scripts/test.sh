@@ -6,6 +6,7 @@
 #     own venv; there a missing ComfyUI is a failure, not a skip.
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k parity  # extra arguments go to pytest (both parts)
+#   bash scripts/test.sh -m "not slow"  # the quick loop: no render-heavy tests
 #   TALKER_SKIP_COMFYUI=1 bash scripts/test.sh   # part 1 only (no ComfyUI download)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" 2>&1 | grep -v "is ignored: it is neither" || true
 "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -r requirements-ray.txt 2>&1 | grep -v "is ignored: it is neither" || true
 "$PY" -c "import torch, transformers, av, imageio_ffmpeg; print('torch', torch.__version__, '| transformers', transformers.__version__)"
+
+# lint first (a few seconds; mypy keeps its cache in .mypy_cache): style, formatting, types
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy"
 
 # pytest's exit 5 is "no test selected" (e.g. -k matched only one part); both parts empty is a failure.
 rc1=0

@@ -10,8 +10,6 @@ on first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 # Short names kept for the public Python API (``from talker_core import loaders``).
 _ALIASES = {
     "loaders": "talker_core.weights.loaders",
@@ -20,7 +18,27 @@ _ALIASES = {
 }
 
 
+def _version() -> str:
+    """The version in pyproject.toml (the one place it is written), or the installed metadata's."""
+    import re
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        found = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', pyproject.read_text("utf-8"), re.M | re.S)
+        if found:
+            return found.group(1)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("comfyui-talker-t2av")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        return _version()
     target = _ALIASES.get(name)
     if target is None:
         raise AttributeError(f"module 'talker_core' has no attribute {name!r}")

@@ -219,7 +219,7 @@ def _resolve_nested(original: Any, plain: Any) -> Any:
     if isinstance(original, dict) and isinstance(plain, dict):
         return {k: _resolve_nested(original[k], v) for k, v in plain.items()}
     if isinstance(original, (list, tuple)) and isinstance(plain, (list, tuple)):
-        out = [_resolve_nested(o, p) for o, p in zip(original, plain)]
+        out = [_resolve_nested(o, p) for o, p in zip(original, plain, strict=True)]
         return type(plain)(out) if isinstance(plain, tuple) else out
     return plain
 

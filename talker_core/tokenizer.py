@@ -20,6 +20,7 @@ conversations the way Qwen3's does; tests and the debug model set use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -182,14 +183,12 @@ def render_prompt(tokenizer, text: str, max_length: int = MAX_PROMPT_TOKENS, all
 
 def _control_strings(tokenizer) -> set[str]:
     out = set(_QWEN_SPECIALS) | set(_PLACEHOLDERS)
-    try:
+    with contextlib.suppress(AttributeError):  # very old tokenizers have no added_tokens_decoder
         out |= {
             t.content if hasattr(t, "content") else str(t)
             for t in tokenizer.added_tokens_decoder.values()
             if getattr(t, "special", True)
         }
-    except AttributeError:  # pragma: no cover - very old tokenizers
-        pass
     return {s for s in out if s}
 
 

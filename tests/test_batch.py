@@ -108,12 +108,15 @@ def test_job_lines_are_checked_like_the_command_line(inputs, tmp_path):
 
     # "text": null is not a value: the job says so instead of guessing
     assert "text takes one value" in error("nulltext")
-    assert error("steps") == "steps must be in 1..200, got 0"  # TalkRequest's own check
+    # the parameter table's own check, made by the generate command's option parser
+    assert error("steps") == "argument --steps: steps must be in 1..200, got 0"
     assert "device is set for the whole batch" in error("batchkey")
     assert "unknown key 'colour'" in error("unknown")
     assert "one value per job" in error("two")
     assert "mode is 'a2v'" in error("a2v") and "drive_audio" in error("a2v")
-    assert error("noface") == "mode t2av needs --ref-video or --ref-image (the face to animate)"
+    assert (
+        error("noface") == "--ref-video or --ref-image is not given: T2AV makes a video and needs a face"
+    )  # Mode.check
     assert "invalid int value: '1.5'" in error("badseed")
     assert "not a JSON object" in error("line-10")
 

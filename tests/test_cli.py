@@ -59,6 +59,7 @@ def assert_av(path: Path, min_seconds: float, size=(512, 512)):
 COMMON = ("--max-seconds", "0.32", "--quiet")
 
 
+@pytest.mark.slow
 def test_t2av_with_style_prefix(debug_models, inputs, tmp_path):
     out = tmp_path / "t2av.mp4"
     code, stdout, stderr = cli(
@@ -82,6 +83,7 @@ def test_t2av_with_style_prefix(debug_models, inputs, tmp_path):
     assert "RTF" in stdout and "t2av" in stdout
 
 
+@pytest.mark.slow
 def test_a2v(debug_models, inputs, tmp_path):
     out = tmp_path / "a2v.mp4"
     code, _, stderr = cli(
@@ -100,6 +102,7 @@ def test_a2v(debug_models, inputs, tmp_path):
     assert_av(out, 0.3)
 
 
+@pytest.mark.slow
 def test_v2a_keeps_the_clips_frames_unless_asked_to_rerender(debug_models, inputs, tmp_path):
     out = tmp_path / "v2a.mp4"
     args = ["generate", "--models", debug_models, "--drive-video", inputs / "silent.mp4"]
@@ -120,6 +123,7 @@ def test_v2a_keeps_the_clips_frames_unless_asked_to_rerender(debug_models, input
     assert_av(tmp_path / "v2a_rendered.mp4", 0.3)  # rendered through LIA-X: 512×512
 
 
+@pytest.mark.slow
 def test_speech_only_batch_of_seeds(debug_models, inputs, tmp_path):
     out = tmp_path / "speech.wav"
     code, stdout, stderr = cli(

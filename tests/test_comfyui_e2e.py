@@ -93,7 +93,7 @@ def comfyui(tmp_path_factory, debug_models):
     (base / "models" / "talker_t2av").symlink_to(debug_models, target_is_directory=True)
     port = free_port()
     log_path = base / "comfyui.log"
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below, after the server stops
     proc = subprocess.Popen(
         [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base)]
         + os.environ.get("COMFYUI_ARGS", "").split(),  # e.g. --front-end-root DIR to try another frontend
@@ -119,10 +119,26 @@ def comfyui(tmp_path_factory, debug_models):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+                try:
+                    urllib.request.urlopen(server + "/system_stats", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(
+                            f"ComfyUI did not answer within {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}"
+                        )
+                    time.sleep(2)
+            yield server, log_path, base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def test_pack_loads_without_import_errors(comfyui):

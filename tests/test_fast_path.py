@@ -16,10 +16,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from talker_core.generation.engine import FastPath, GenerationMode, SamplingSettings, TalkerGenerator
+import talker_core.fast.program as fast_mod
+from talker_core.fast import (
+    FastPatchStep,
+    FastPath,
+    LinearKernels,
+    PatchVelocity,
+    StaticKVCache,
+    block_forward,
+    encode_patches,
+    fast_path_nbytes,
+    patch_tokens,
+    release_fast_path,
+    run_backbone_static,
+    sample_prepared,
+)
+from talker_core.generation.engine import GenerationMode, SamplingSettings, TalkerGenerator
 from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
-from talker_core.models.blocks import AdjacentPairRotary, LinearKernels, TransformerBlock, block_forward
-from talker_core.models.dit_head import PatchVelocity
+from talker_core.models.blocks import AdjacentPairRotary, TransformerBlock
 from talker_core.models.liax import LiaXConfig, LiaXGenerator, StreamingRenderer
 from talker_core.models.liax_ops import modulated_conv2d, upfirdn2d
 from talker_core.models.talker import TalkerConfig, TalkerModel
@@ -83,7 +97,8 @@ def _run(model, fast, case, seed=5, max_patches=9):
     if spec.get("teacher"):
         kwargs["teacher_speech"] = x["ref_speech"][:14]  # covers 3 patches, then free running
         kwargs["teacher_motion"] = x["ref_motion"][:22]
-    return TalkerGenerator(model, fast=fast).generate(x["prompt"], x["speaker"], **kwargs)
+    step = None if fast is False else FastPatchStep(fast)
+    return TalkerGenerator(model, step=step).generate(x["prompt"], x["speaker"], **kwargs)
 
 
 @pytest.mark.parametrize("variant", sorted(FAST_VARIANTS))
@@ -102,20 +117,49 @@ def test_fast_engine_equals_plain_engine(model, case, variant):
     torch.testing.assert_close(fast.prefix_speech, plain.prefix_speech)
 
 
-def test_release_fast_path(model):
-    import talker_core.generation.engine as gen_mod
+def test_release_fast_path(model, monkeypatch):
+    """What the fast path keeps for a model is counted and freed per model."""
+    # pack the debug-sized layers too (they stay on F.linear by default), so something is held
+    *head, _min_numel = LinearKernels.__init__.__defaults__
+    monkeypatch.setattr(LinearKernels.__init__, "__defaults__", (*head, 0))
+    other = TalkerModel(TalkerConfig.tiny()).eval()
+    release_fast_path(model)
+    assert fast_path_nbytes(model) == 0
+    want = _run(model, False, "t2av")
+    got = _run(model, FastPath(packed_linears=True, parallel_heads=False), "t2av")
+    torch.testing.assert_close(got.gen_motion, want.gen_motion, **TOL)
+    res = fast_mod._RESOURCES[model]
+    held = fast_path_nbytes(model)
+    if res.linear.pack:  # oneDNN present: the heads' and encoders' weights were packed
+        weights = sum(
+            m.weight.numel() * m.weight.element_size()
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and "llm" not in name and "head_stop" not in name
+        )
+        assert held == res.linear.packed_bytes > 0
+        assert held <= weights
+    assert fast_path_nbytes(other) == 0  # per model
+    release_fast_path(model)
+    assert model not in fast_mod._RESOURCES
+    assert fast_path_nbytes(model) == 0
+    release_fast_path(model)  # a no-op the second time
 
-    _run(model, FastPath(), "t2av")
-    assert model in gen_mod._RESOURCES
-    gen_mod.release_fast_path(model)
-    assert model not in gen_mod._RESOURCES
-    gen_mod.release_fast_path(model)  # a no-op the second time
+
+def test_teacher_forcing_runs_on_the_plain_step(model, monkeypatch):
+    def refuse(self, engine, state):
+        raise AssertionError("the fast step ran a teacher-forced patch")
+
+    want = _run(model, False, "teacher")
+    monkeypatch.setattr(FastPatchStep, "step", refuse)
+    got = _run(model, FastPath(), "teacher")
+    torch.testing.assert_close(got.gen_motion, want.gen_motion, atol=0, rtol=0)
+    with pytest.raises(AssertionError, match="fast step ran"):
+        _run(model, FastPath(), "t2av")  # the same step object does run untaught patches
 
 
 def test_fast_engine_is_reusable_and_deterministic(model):
-    engine = TalkerGenerator(model)
-    a = _run(model, engine.fast, "t2av")
-    b = _run(model, engine.fast, "t2av")
+    a = _run(model, FastPath(), "t2av")
+    b = _run(model, FastPath(), "t2av")
     torch.testing.assert_close(a.gen_speech, b.gen_speech, atol=0, rtol=0)
     torch.testing.assert_close(a.gen_motion, b.gen_motion, atol=0, rtol=0)
 
@@ -139,18 +183,18 @@ def test_static_cache_backbone_equals_dynamic_cache(model):
     tokens = torch.randn(5, 1, 1, 64, generator=g)
     with torch.no_grad():
         dyn = model.new_cache()
-        static = model.new_static_cache(12 + 5)
-        fixed = model.new_static_cache(12 + 5)
+        static = StaticKVCache(model, 12 + 5)
+        fixed = StaticKVCache(model, 12 + 5)
         h_dyn = model.run_backbone(prompt, dyn)
-        h_static = model.run_backbone(prompt, static)
-        h_fixed = model.run_backbone_static(prompt, fixed, linear=LinearKernels(pack=True, min_numel=0))
+        h_static = run_backbone_static(model, prompt, static)
+        h_fixed = run_backbone_static(model, prompt, fixed, linear=LinearKernels(pack=True, min_numel=0))
         torch.testing.assert_close(h_static, h_dyn, **TOL)
         torch.testing.assert_close(h_fixed, h_dyn, **TOL)
         position = torch.tensor([12])
         for tok in tokens:
             h_dyn = model.run_backbone(tok, dyn)
-            h_static = model.run_backbone_static(tok, static)
-            h_fixed = model.run_backbone_static(tok, fixed, position=position)
+            h_static = run_backbone_static(model, tok, static)
+            h_fixed = run_backbone_static(model, tok, fixed, position=position)
             position += 1
             torch.testing.assert_close(h_static, h_dyn, **TOL)
             torch.testing.assert_close(h_fixed, h_dyn, **TOL)
@@ -158,9 +202,9 @@ def test_static_cache_backbone_equals_dynamic_cache(model):
 
 
 def test_static_cache_rejects_overflow(model):
-    cache = model.new_static_cache(4)
+    cache = StaticKVCache(model, 4)
     with torch.no_grad(), pytest.raises(ValueError, match="capacity"):
-        model.run_backbone_static(torch.zeros(1, 5, 64), cache)
+        run_backbone_static(model, torch.zeros(1, 5, 64), cache)
 
 
 @pytest.mark.parametrize("steps,cfg_zero_star", [(10, True), (4, False), (1, True)])
@@ -174,7 +218,7 @@ def test_patch_velocity_sampler_equals_plain_sampler(model, steps, cfg_zero_star
     plain = sampler.sample(head, noise, mu, cond, gc, settings)
     for linear in (None, LinearKernels(pack=True, min_numel=0)):
         velocity = PatchVelocity(head, sampler.schedule(settings, "cpu").times, *(() if linear is None else (linear,)))
-        fast = sampler.sample_prepared(velocity, noise, mu, cond, gc, settings)
+        fast = sample_prepared(sampler, velocity, noise, mu, cond, gc, settings)
         torch.testing.assert_close(fast, plain, **TOL)
 
 
@@ -231,10 +275,18 @@ def test_fast_patch_encoder_equals_module(model):
     frames = torch.randn(2, 3, 4, 64, generator=g)
     enc = model.speech_patch_encoder
     with torch.no_grad():
-        torch.testing.assert_close(enc.encode(frames, LinearKernels(pack=True, min_numel=0)), enc(frames), **TOL)
+        torch.testing.assert_close(
+            encode_patches(enc, frames, LinearKernels(pack=True, min_numel=0)), enc(frames), **TOL
+        )
         frames40 = frames[:1, 0, :, :40]
         torch.testing.assert_close(
-            model.motion_tokens(frames40, linear=LinearKernels()), model.motion_tokens(frames40), **TOL
+            patch_tokens(model, "motion", frames40, LinearKernels()), model.motion_tokens(frames40), **TOL
+        )
+        frames32 = torch.randn(2, 7, 32, generator=g)  # 7 frames: a partial last patch, zero-extended
+        torch.testing.assert_close(
+            patch_tokens(model, "speech", frames32, LinearKernels(pack=True, min_numel=0)),
+            model.speech_tokens(frames32),
+            **TOL,
         )
 
 
@@ -282,6 +334,7 @@ def test_upfirdn2d_channels_last_is_exact():
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_fast_render_equals_plain_render(liax):
     gen, z, feats, alpha = liax
     with torch.inference_mode():
@@ -299,6 +352,7 @@ def test_fast_render_equals_plain_render(liax):
     torch.testing.assert_close(cl, plain, **tol)
 
 
+@pytest.mark.slow
 def test_fast_render_float32_stays_close(liax):
     gen, z, feats, alpha = liax
     gen32 = LiaXGenerator(gen.cfg).eval()
@@ -311,6 +365,7 @@ def test_fast_render_float32_stays_close(liax):
     torch.testing.assert_close(got, want, atol=0.05 * float(want.abs().max()), rtol=0)
 
 
+@pytest.mark.slow
 def test_streaming_renderer_equals_render(liax):
     gen, z, feats, alpha = liax
     rows = alpha  # 2 rows, pushed 1 + 1, rendered in chunks of 1
@@ -362,20 +417,18 @@ class _ReplayGraph:
 def test_graph_mode_program_logic_on_cpu(model, monkeypatch):
     """The graph-mode bookkeeping (shared cache buckets, programs reused across engines and
     runs, warm-up and restore around the capture) with a CPU stand-in for the CUDA graph."""
-    import talker_core.generation.engine as gen_mod
-
     graphs = []
 
     def fake_capture(body, mutable):
         saved = [t.clone() for t in mutable]
         body()  # a warm-up run; the real capture restores the buffers the same way
-        for t, s in zip(mutable, saved):
+        for t, s in zip(mutable, saved, strict=True):
             t.copy_(s)
         graphs.append(_ReplayGraph(body))
         return graphs[-1]
 
-    monkeypatch.setattr(gen_mod, "_graphs_supported", lambda m: True)
-    monkeypatch.setattr(gen_mod, "_capture_graph", fake_capture)
+    monkeypatch.setattr(fast_mod, "_graphs_supported", lambda m: True)
+    monkeypatch.setattr(fast_mod, "_capture_graph", fake_capture)
     fast = FastPath(cuda_graphs=True, parallel_heads=False)
     for case in ("t2av", "t2av_prefix", "a2v", "t2av", "teacher"):
         want = _run(model, False, case)
@@ -385,26 +438,29 @@ def test_graph_mode_program_logic_on_cpu(model, monkeypatch):
             torch.testing.assert_close(got.gen_motion, want.gen_motion, **TOL)
         assert got.steps == want.steps
     # t2av, t2av_prefix and t2av again share one captured program (same variant, settings and
-    # cache bucket); a2v and the teacher-forced run have programs of their own
-    assert len(graphs) == 3
+    # cache bucket); a2v has a program of its own; the teacher-forced run takes the plain step
+    assert len(graphs) == 2
     assert sum(g.replays for g in graphs) > 0
-    res = gen_mod._RESOURCES[model]
+    res = fast_mod._RESOURCES[model]
     assert all(c.capacity % res.CACHE_BUCKET == 0 for c in res.caches.values())
+    # the shared cache and the captured programs' buffers are what the model's fast path holds
+    kept = sum(c.nbytes for c in res.caches.values()) + sum(p.nbytes for p in res.programs.values())
+    assert fast_path_nbytes(model) >= kept > 0
+    release_fast_path(model)
+    assert fast_path_nbytes(model) == 0
 
 
 def test_failed_capture_falls_back_to_eager(model, monkeypatch):
-    import talker_core.generation.engine as gen_mod
-
     def broken(body, mutable):
         raise RuntimeError("no graphs here")
 
-    monkeypatch.setattr(gen_mod, "_graphs_supported", lambda m: True)
-    monkeypatch.setattr(gen_mod, "_capture_graph", broken)
+    monkeypatch.setattr(fast_mod, "_graphs_supported", lambda m: True)
+    monkeypatch.setattr(fast_mod, "_capture_graph", broken)
     fast = FastPath(cuda_graphs=True, parallel_heads=True)
     want = _run(model, False, "t2av")
     got = _run(model, fast, "t2av")
     torch.testing.assert_close(got.gen_motion, want.gen_motion, **TOL)
-    assert gen_mod._RESOURCES[model].graphs_failed
+    assert fast_mod._RESOURCES[model].graphs_failed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

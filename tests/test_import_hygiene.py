@@ -130,9 +130,9 @@ def test_every_torch_load_is_weights_only_and_nothing_evaluates_code():
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             func = node.func
-            if _is_torch_load(func) or (isinstance(func, ast.Name) and func.id in imported_load):
-                if not _weights_only_true(node):
-                    problems.append(f"{where}: torch.load without weights_only=True")
+            is_load = _is_torch_load(func) or (isinstance(func, ast.Name) and func.id in imported_load)
+            if is_load and not _weights_only_true(node):
+                problems.append(f"{where}: torch.load without weights_only=True")
             if isinstance(func, ast.Name) and func.id in ("eval", "exec"):
                 problems.append(f"{where}: call to {func.id}()")
             if (
@@ -151,3 +151,60 @@ def test_the_static_check_catches_what_it_should():
     flagged = [n.lineno for n in calls if _is_torch_load(n.func) and not _weights_only_true(n)]
     assert flagged == [3, 4]
     assert [n.lineno for n in calls if isinstance(n.func, ast.Name) and n.func.id == "eval"] == [6]
+
+
+# --------------------------------------------------------------------------- layering
+
+HOST_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "execution", "nodes")
+
+
+def _imported_modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module an ``import`` / ``from ... import`` statement of the file names, resolved
+    (relative imports included), anywhere in the file (function-level imports too)."""
+    package = path.relative_to(root).with_suffix("").parts[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.add(module)
+            out.update(f"{module}.{alias.name}" for alias in node.names)
+    return out
+
+
+def _layer_violations(files, forbidden: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    bad = []
+    for path in files:
+        for module in sorted(_imported_modules(path, root)):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                bad.append(f"{path.relative_to(root).as_posix()} imports {module}")
+    return bad
+
+
+def test_the_core_never_imports_the_fast_path_or_the_host():
+    """models/ and generation/ are the reference: the fast path depends on them, never the reverse;
+    nothing in talker_core imports ComfyUI or the pack's node layer."""
+    pkg = ROOT / "talker_core"
+    core = [*sorted((pkg / "models").rglob("*.py")), *sorted((pkg / "generation").rglob("*.py"))]
+    assert len(core) > 10
+    assert _layer_violations(core, ("talker_core.fast",)) == []
+    assert _layer_violations(sorted(pkg.rglob("*.py")), HOST_MODULES) == []
+
+
+def test_the_layering_check_catches_what_it_should(tmp_path):
+    probe = tmp_path / "talker_core" / "models" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(
+        "def f():\n    from talker_core.fast import kernels\n    from ..fast.program import FastPath\n"
+        "    import nodes.host\n    from . import blocks\n"
+    )
+    fast = _layer_violations([probe], ("talker_core.fast",), tmp_path)
+    assert "talker_core/models/probe.py imports talker_core.fast.kernels" in fast
+    assert "talker_core/models/probe.py imports talker_core.fast.program" in fast
+    assert _layer_violations([probe], HOST_MODULES, tmp_path) == ["talker_core/models/probe.py imports nodes.host"]
+    assert "talker_core.models.blocks" in _imported_modules(probe, tmp_path)

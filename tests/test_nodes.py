@@ -458,6 +458,7 @@ def test_decode_speech_gives_24khz_audio(models, refs):
     assert audio["waveform"].abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_render_video_with_progress_and_previews(fast_face_model, refs):
     import comfy.utils
 
@@ -487,6 +488,7 @@ def test_render_explains_missing_motion(fast_face_model, refs):
         run_node(TalkerRenderVideo, face_model=fast_face_model, face=refs["face"], motion=None)
 
 
+@pytest.mark.slow
 def test_render_can_be_interrupted(fast_face_model, refs):
     import comfy.model_management as mm
 
@@ -546,10 +548,8 @@ def test_sampler_runs_on_inference_tensors_with_packed_linears(models, refs, mon
     """In ComfyUI, models load and run under torch.inference_mode(), so their weights are inference
     tensors (no version counter). Real-size layers take the CPU packed-linear path that debug-size
     layers skip; lower its size threshold so the debug model exercises it too."""
-    blocks = pytest.importorskip("talker_core.models.blocks")
-    kernels = getattr(blocks, "LinearKernels", None)
-    if kernels is None or not kernels.__init__.__defaults__:
-        pytest.skip("no packed-linear kernels in this talker_core")
+    from talker_core.fast.kernels import LinearKernels as kernels
+
     assert models["model"].module.task_embedding.weight.is_inference()
     *head, _min_numel = kernels.__init__.__defaults__
     monkeypatch.setattr(kernels.__init__, "__defaults__", (*head, 0))
@@ -629,11 +629,11 @@ def test_saves_never_write_into_the_input_folder(comfy, refs, monkeypatch):
 def pack_small_linears(monkeypatch):
     """Prepack every linear layer: by default the fast path leaves debug-sized layers on F.linear
     (too small to gain), so at debug sizes it would hold next to nothing to count and free."""
-    from talker_core.models import blocks
+    from talker_core.fast import kernels
 
-    if not blocks._onednn_packing_available():
+    if not kernels._onednn_packing_available():
         pytest.skip("this torch build has no oneDNN weight packing")
-    monkeypatch.setattr(blocks.LinearKernels.__init__, "__defaults__", (None, 32, 0))
+    monkeypatch.setattr(kernels.LinearKernels.__init__, "__defaults__", (None, 32, 0))
 
 
 def test_unloading_a_model_in_comfyui_frees_its_fast_path(models, refs, pack_small_linears):
@@ -674,3 +674,18 @@ def test_a_replaced_model_takes_its_fast_path_along(comfy, refs, pack_small_line
     del managed
     gc.collect()
     assert module() is None
+
+
+def test_sampler_widgets_come_from_the_parameter_table(comfy):
+    from talker_core.params import PARAMS
+
+    sampler = comfy_host.module("nodes.sampler")
+
+    widgets = {i.id: i for i in sampler.TalkerSampler.GET_SCHEMA().inputs}
+    shown = [name for name in PARAMS if name in widgets]
+    assert {"seed", "steps", "cfg", "temperature", "sway", "cfg_zero_star", "stop_threshold"} <= set(shown)
+    for name in shown:
+        spec, w = PARAMS[name], widgets[name]
+        assert (w.default, w.tooltip) == (spec.default, spec.help), name
+        if spec.kind is not bool:
+            assert (w.min, w.max) == (spec.minimum, spec.maximum), name

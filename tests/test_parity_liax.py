@@ -75,6 +75,7 @@ def test_frames_batched(case):
     case.fx.check("frames", frames)
 
 
+@pytest.mark.slow
 def test_single_row_equals_batched_row(case):
     last = case.tensors["motion"].shape[0] - 1
     with torch.inference_mode():

@@ -177,6 +177,7 @@ def test_prompt_too_long_for_one_segment_says_so(models, refs):
         _run(models, refs, text="word " * 400, max_segment_chars=5000, max_prompt_tokens=200)
 
 
+@pytest.mark.slow
 def test_decode_and_render(models, refs):
     voice, face, _ = refs
     wav = P.decode_speech(models["vae"], voice.speech)

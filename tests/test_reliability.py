@@ -3,6 +3,7 @@ the node layer, and property tests (fuzzing) of the text and audio front ends.""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -91,6 +92,7 @@ def test_other_render_errors_are_not_mistaken_for_memory(models, refs):
 # ---------------------------------------------------------------------------------- interruption
 
 
+@pytest.mark.slow
 def test_interruption_at_random_points_leaves_no_trace(models, refs):
     voice, face = refs
     rng = random.Random(1234)
@@ -99,20 +101,19 @@ def test_interruption_at_random_points_leaves_no_trace(models, refs):
         polls = {"n": 0}
         stop_at = rng.randint(1, 12)
 
-        def cancel():
+        def cancel(polls=polls, stop_at=stop_at):
             polls["n"] += 1
             return polls["n"] >= stop_at
 
-        try:
+        with contextlib.suppress(P.Cancelled):
             P.generate(models["talker"], request, voice=voice, face=face, hooks=P.Hooks(should_cancel=cancel))
-        except P.Cancelled:
-            pass
         after = P.generate(models["talker"], request, voice=voice, face=face)
         fresh = P.generate(models["talker"], request, voice=voice, face=face)
         assert torch.equal(after.speech.latents, fresh.speech.latents), f"seed {seed}, cancelled at poll {stop_at}"
         assert torch.equal(after.motion.codes, fresh.motion.codes)
 
 
+@pytest.mark.slow
 def test_render_interruption_then_full_render_matches(models, refs):
     _, face = refs
     motion = MotionCodes(torch.randn(4, 40))
@@ -144,6 +145,7 @@ RSS_GROWTH_BOUND_MB = 150
 
 
 @pytest.mark.comfyui
+@pytest.mark.slow
 def test_thirty_runs_through_the_nodes_with_flat_memory(debug_models, tmp_path_factory):
     import comfy_host
     from comfy_host import run_node

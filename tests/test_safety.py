@@ -358,9 +358,11 @@ def test_write_errors_name_out_never_a_temporary_file(tmp_path):
     with pytest.raises(ValueError) as info, writing(out):
         raise MediaError(f"ffmpeg could not write {tmp_path}/.clip.mp4.x1y2.tmp.mp4 (exit code 1)")
     assert str(out) in str(info.value) and ".tmp" not in str(info.value)
-    with pytest.raises(ValueError, match=r"--out .*clip.mp4 could not be written \(No space left on device\)"):
-        with writing(out):
-            raise OSError(28, "No space left on device", str(tmp_path / ".clip.tmp.mp4"))
+    with (
+        pytest.raises(ValueError, match=r"--out .*clip.mp4 could not be written \(No space left on device\)"),
+        writing(out),
+    ):
+        raise OSError(28, "No space left on device", str(tmp_path / ".clip.tmp.mp4"))
 
 
 def test_cli_reports_a_truncated_driving_file(debug_models, inputs, tmp_path):

@@ -53,7 +53,7 @@ def layout(ntype: str):
     sockets = [s for s in sockets if not s[2]] + [s for s in sockets if s[2]]
     widgets = {n: (t, o) for n, (t, o, opt) in spec.items() if t in WIDGET_TYPES}
     names = []
-    for n, (t, o) in widgets.items():
+    for n, (_t, o) in widgets.items():
         names.append(n)
         if o.get("control_after_generate"):
             names.append("control_after_generate")
@@ -99,7 +99,7 @@ def test_ui_workflow_matches_the_schemas(path):
         # widgets_values: one value per UI widget, in order, each valid for its widget
         values = node["widgets_values"]
         assert len(values) == len(names), f"{where}: {len(values)} widget values for {names}"
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=True):
             if name == "control_after_generate":
                 assert value in CONTROL_VALUES, f"{where}: {value!r}"
             elif name == "upload":
@@ -111,7 +111,7 @@ def test_ui_workflow_matches_the_schemas(path):
         # inputs: every socket in schema order (required first), then linked widgets
         entries = node["inputs"]
         assert [(e["name"], e["type"]) for e in entries[: len(sockets)]] == [(n, t) for n, t, _ in sockets], where
-        for e, (n, t, optional) in zip(entries, sockets):
+        for e, (n, _t, optional) in zip(entries, sockets, strict=False):
             assert (e.get("shape") == 7) == optional, f"{where}: optional flag of {n}"
             if not optional:
                 assert e["link"] is not None, f"{where}: required input {n} is not connected"
@@ -153,7 +153,7 @@ def test_api_workflow_is_the_same_graph(path):
             if e["link"] is not None:
                 _, src, slot, *_ = links[e["link"]]
                 expected[e["name"]] = [str(src), slot]
-        for name, value in zip(names, node["widgets_values"]):
+        for name, value in zip(names, node["widgets_values"], strict=True):
             if name in widgets and name not in expected:
                 expected[name] = value
         assert entry["inputs"] == expected, f"{path.name}: node {nid}"
@@ -218,6 +218,7 @@ def saved_files(base: Path, suffix: str) -> set[Path]:
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
+@pytest.mark.slow
 def test_api_workflow_runs(path, comfy, fast_liax):
     api = api_of(path)
     for e in api.values():

@@ -3,8 +3,8 @@
 A job's keys are the long options of ``python -m talker_core generate`` with ``_`` or ``-``
 (``text``, ``text_file``, ``ref_audio``, ``ref_video``, ``ref_image``, ``ref_motion``,
 ``drive_audio``, ``drive_video``, ``speech_only``, ``seed``, ``steps``, ``cfg``,
-``temperature``, ``prefix_seconds``, ``max_seconds``, ``segment_prefix_seconds``,
-``stop_threshold``, ``render_chunk``), one value each, plus:
+``temperature``, ``sway``, ``cfg_zero_star``, ``prefix_seconds``, ``max_seconds``,
+``segment_prefix_seconds``, ``stop_threshold``, ``render_chunk``), one value each, plus:
 
 - ``name``: the job's id in the manifest (default: the output's stem, else ``line-N``);
 - ``output``: the file to write, relative to the batch's ``--out`` folder or absolute
@@ -80,6 +80,11 @@ def job_args(job: Job) -> argparse.Namespace:
                 raise ValueError(f"{key} must be true or false, got {value!r}")
             if value:
                 argv.append(flag)
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):  # e.g. cfg_zero_star: --x / --no-x
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+            argv.append(flag if value else action.option_strings[1])
             continue
         if isinstance(value, (list, dict)) or value is None:
             raise ValueError(f"{key} takes one value per job, got {json.dumps(value)}; write one job per value")

@@ -7,7 +7,7 @@ the module holding its two functions, ``add_arguments(parser)`` and
 dependencies are missing does not break the others. To add a command (e.g.
 ``generate`` in :mod:`talker_core.pipeline`, ``download`` in
 :mod:`talker_core.weights.download`), add one :class:`Command` line to
-:data:`COMMANDS`, or call :func:`register_command` before :func:`main`.
+:data:`COMMANDS`.
 
 Errors a user can act on (a bad file, a bad argument, a missing model) are
 printed as one line without a traceback and give exit status 1; ``--traceback``
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Command", "COMMANDS", "register_command", "main"]
+__all__ = ["Command", "COMMANDS", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,6 @@ COMMANDS: dict[str, Command] = {
         "check a models folder: what each file holds and whether it loads", "talker_core.cli.check_models"
     ),
 }
-
-
-def register_command(name: str, help: str, module: str, add_arguments: str = "add_arguments", run: str = "run") -> None:
-    """Add (or replace) a subcommand; ``module`` is imported only when the command runs."""
-    if not name or name.startswith("-") or any(c.isspace() for c in name):
-        raise ValueError(f"invalid command name {name!r}")
-    COMMANDS[name] = Command(help, module, add_arguments, run)
 
 
 # --------------------------------------------------------------------------- built-in commands

@@ -33,6 +33,52 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 INPUT_FILES = checks.INPUT_FILES
 
 
+# TalkRequest fields set from the command line, one option each (``--name-with-dashes``)
+_TABLE_OPTIONS = (
+    "steps",
+    "cfg",
+    "temperature",
+    "sway",
+    "cfg_zero_star",
+    "prefix_seconds",
+    "max_seconds",
+    "segment_prefix_seconds",
+    "stop_threshold",
+)
+
+
+def _add_param_option(group, name: str) -> None:
+    """One option from :data:`talker_core.params.PARAMS`: its type, default, range and help."""
+    from talker_core.params import param
+
+    spec = param(name)
+    flag = "--" + name.replace("_", "-")
+    if spec.kind is bool:
+        group.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=spec.default,
+            help=f"{spec.help} (default: %(default)s)",
+        )
+        return
+
+    def parse(text: str):
+        try:
+            value = spec.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number ({spec.range_text}), got {text!r}") from None
+        try:
+            spec.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    parse.__name__ = spec.kind.__name__  # argparse names the type in its messages
+    group.add_argument(
+        flag, type=parse, default=spec.default, help=f"{spec.help} ({spec.range_text}; default {spec.default:g})"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("inputs")
     g.add_argument(
@@ -78,23 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--seed", type=int, action="append", default=None, help="random seed (repeat for a batch; default 0)"
     )
-    s.add_argument("--steps", type=int, default=10, help="Euler steps per patch (default 10)")
-    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
-    s.add_argument("--temperature", type=float, default=0.3, help="noise temperature (default 0.3)")
-    s.add_argument(
-        "--prefix-seconds",
-        type=float,
-        default=0.0,
-        help="seconds of the reference fed as a prefix: 0 clones voice and face only, >0 also style",
-    )
-    s.add_argument("--max-seconds", type=float, default=30.0, help="upper bound of the generated length (default 30)")
-    s.add_argument(
-        "--segment-prefix-seconds",
-        type=float,
-        default=2.0,
-        help="long form: seconds of the previous segment fed to the next (default 2)",
-    )
-    s.add_argument("--stop-threshold", type=float, default=0.5, help="stop-head probability that ends speech (0.5)")
+    for name in _TABLE_OPTIONS:  # defaults, ranges and help: talker_core.params
+        _add_param_option(s, name)
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps … (default auto)")
     r.add_argument(
@@ -183,20 +214,28 @@ def _texts(args) -> list[str]:
     return list(args.text or [""])
 
 
+def _names():
+    from talker_core.pipeline import InputNames
+
+    return InputNames(
+        text="--text",
+        voice="--ref-audio",
+        face="--ref-video or --ref-image",
+        forced_speech="--drive-audio",
+        forced_motion="--drive-video",
+        speech_only="--speech-only",
+    )
+
+
 def _mode(args) -> str:
     from talker_core.pipeline import Mode
 
-    if args.drive_audio and args.drive_video:
-        raise ValueError("give --drive-audio (A2V) or --drive-video (V2A), not both")
-    if args.speech_only:
-        if args.drive_audio or args.drive_video:
-            raise ValueError("--speech-only cannot be combined with --drive-audio/--drive-video")
-        return Mode.SPEECH
-    if args.drive_audio:
-        return Mode.A2V
-    if args.drive_video:
-        return Mode.V2A
-    return Mode.T2AV
+    return Mode.from_inputs(
+        speech_only=bool(args.speech_only),
+        forced_speech=bool(args.drive_audio),
+        forced_motion=bool(args.drive_video),
+        names=_names(),
+    )
 
 
 def _check_inputs(args, mode: str) -> None:
@@ -205,10 +244,14 @@ def _check_inputs(args, mode: str) -> None:
     checks.check_input_files(args)
     if args.ref_video and args.ref_image:
         raise ValueError("give --ref-video or --ref-image for the face, not both")
-    if mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and not args.ref_audio:
-        raise ValueError(f"mode {mode} needs --ref-audio (the voice to speak with)")
-    if mode in (Mode.T2AV, Mode.A2V) and not (args.ref_video or args.ref_image):
-        raise ValueError(f"mode {mode} needs --ref-video or --ref-image (the face to animate)")
+    Mode.check(
+        mode,
+        voice=bool(args.ref_audio),
+        face=bool(args.ref_video or args.ref_image),
+        forced_speech=bool(args.drive_audio),
+        forced_motion=bool(args.drive_video),
+        names=_names(),
+    )
     out = Path(args.out)
     if mode == Mode.SPEECH and out.suffix.lower() != ".wav":
         raise ValueError(f"--speech-only writes audio: give an --out ending in .wav (got {out.name})")
@@ -251,13 +294,7 @@ def plan(args: argparse.Namespace) -> Plan:
                     text=text,
                     mode=mode,
                     seed=seed,
-                    steps=args.steps,
-                    cfg=args.cfg,
-                    temperature=args.temperature,
-                    prefix_seconds=args.prefix_seconds,
-                    max_seconds=args.max_seconds,
-                    segment_prefix_seconds=args.segment_prefix_seconds,
-                    stop_threshold=args.stop_threshold,
+                    **{name: getattr(args, name) for name in _TABLE_OPTIONS},
                 )
             )
     if mode in (P.Mode.T2AV, P.Mode.SPEECH):
@@ -302,6 +339,7 @@ class Models:
 
             self.require({kind})
             path, device, dtype = self.found[kind], self.device, self.dtype
+            assert path is not None  # require() raised otherwise
             log.info("loading %s from %s on %s (%s)", kind, path, device, dtype)
             if kind == "talker":
                 model = loaders.load_talker(path, device=device, dtype=dtype, attn_implementation=self.attn)
@@ -406,6 +444,7 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
             media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
         else:
             liax = models.get("liax")
+            assert result.motion is not None  # joint modes return motion
             frames = P.render_motion(
                 liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
             )

@@ -21,22 +21,18 @@ Noise comes from ``torch.Generator().manual_seed(seed)`` on the CPU, per step
 the speech noise (1, 32, P) then the motion noise (1, 40, P), a forced stream
 drawing none, so a seed gives the same result on every device.
 
-Two implementations of a patch compute the same function:
+One patch is delegated to a step object chosen at construction (:class:`PatchStep`):
 
-- the plain path (``TalkerGenerator(model, fast=False)``): the modules' own
-  ``forward``, transformers' dynamic key/value cache, the sampler calling the
-  DiT head on its CFG pair at every Euler step;
-- the fast path (default, :class:`FastPath`): a static key/value cache and a
-  fixed-shape patch program (:class:`_PatchProgram`) whose tensors all live in
-  preallocated buffers and whose indices (patch, position) are device tensors,
-  so one patch runs without a host synchronisation; per-step work of the heads
-  reduced to what changes between Euler steps
-  (:class:`talker_core.models.dit_head.PatchVelocity`); on the CPU, the heads' and
-  patch encoders' linear layers run on weights prepacked for oneDNN
-  (:class:`talker_core.models.blocks.LinearKernels`); on CUDA the patch program is
-  captured once in a CUDA graph and replayed per patch. The noise of the whole
-  run is drawn up front, in the order above, so the draws are the same.
-  Results equal the plain path's up to float rounding (tests/test_fast_path.py).
+- :class:`EagerStep` (the default, the reference function): the modules' own
+  ``forward``, transformers' dynamic key/value cache, the sampler calling the DiT head
+  on its CFG pair at every Euler step;
+- the fast program (:class:`talker_core.fast.FastPatchStep`, what the pipeline uses): a
+  static key/value cache and a fixed-shape patch program over preallocated buffers,
+  prepared heads, prepacked linears, parallel heads, CUDA graphs. It lives in
+  :mod:`talker_core.fast`, which depends on this module, never the reverse, and equals
+  this step up to float rounding (tests/test_fast_path.py).
+
+Teacher forcing (a diagnostic) always runs on :class:`EagerStep`.
 
 Legend: L prompt tokens, P frames per patch (4), N generated patches,
 Ls / Lm reference speech / motion frames, D backbone width, C latent channels.
@@ -44,23 +40,21 @@ Ls / Lm reference speech / motion frames, D backbone width, C latent channels.
 
 from __future__ import annotations
 
-import collections
 import enum
 import logging
-import threading
-import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
-from talker_core.models.blocks import LinearKernels, plain_linear, tensor_key
-from talker_core.models.dit_head import PatchVelocity
-from talker_core.models.talker import StaticKVCache, TalkerModel
+from talker_core.models.talker import TalkerModel
+from talker_core.params import default, param
+
+if TYPE_CHECKING:
+    from talker_core.models.talker import TalkerConfig
 
 __all__ = [
     "GenerationMode",
@@ -68,9 +62,9 @@ __all__ = [
     "GenerationOutput",
     "GenerationCancelled",
     "GenerationState",
-    "FastPath",
+    "PatchStep",
+    "EagerStep",
     "TalkerGenerator",
-    "release_fast_path",
     "JOINT_MIN_PATCHES",
 ]
 
@@ -99,7 +93,7 @@ class GenerationCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Sampling and stopping settings (paper recipe as defaults).
+    """Sampling and stopping settings (defaults and ranges: :data:`talker_core.params.PARAMS`).
 
     steps, temperature, cfg, sway, cfg_zero_star: flow sampler settings per patch.
     stop_threshold:   stop probability counted as a stop vote.
@@ -109,61 +103,26 @@ class SamplingSettings:
     seed:             seed of the CPU noise generator.
     """
 
-    steps: int = 10
-    temperature: float = 0.3
-    cfg: float = 2.0
-    sway: float = 1.0
-    cfg_zero_star: bool = True
-    stop_threshold: float = 0.5
-    stop_consecutive: int = 3
+    steps: int = default("steps")
+    temperature: float = default("temperature")
+    cfg: float = default("cfg")
+    sway: float = default("sway")
+    cfg_zero_star: bool = default("cfg_zero_star")
+    stop_threshold: float = default("stop_threshold")
+    stop_consecutive: int = default("stop_consecutive")
     stop_min_patches: Optional[int] = None
-    seed: int = 0
+    seed: int = default("seed")
 
     def __post_init__(self):
         self.flow()  # validates the sampler fields
-        if not 0.0 <= self.stop_threshold <= 1.0:
-            raise ValueError(f"stop_threshold must be in [0, 1], got {self.stop_threshold}")
-        if self.stop_consecutive < 1:
-            raise ValueError(f"stop_consecutive must be >= 1, got {self.stop_consecutive}")
+        for name in ("stop_threshold", "stop_consecutive", "seed"):  # ranges: talker_core.params
+            param(name).check(getattr(self, name))
         if self.stop_min_patches is not None and self.stop_min_patches < 0:
             raise ValueError(f"stop_min_patches must be >= 0, got {self.stop_min_patches}")
 
     def flow(self) -> FlowSettings:
         """The per-patch :class:`FlowSettings`."""
         return FlowSettings(self.steps, self.temperature, self.cfg, self.sway, self.cfg_zero_star)
-
-
-@dataclass(frozen=True)
-class FastPath:
-    """Which parts of the fast path a :class:`TalkerGenerator` uses.
-
-    enabled:        False runs the plain path (the modules' ``forward``, dynamic cache).
-    packed_linears: oneDNN-prepacked weights for the heads' and patch encoders' linear
-                    layers on the CPU (:class:`talker_core.models.blocks.LinearKernels`); None = on
-                    when oneDNN is available. They cost one extra copy of those weights
-                    (about 1.2 GB at release sizes in float32).
-    pack_backbone:  also prepack the backbone's linear layers (another copy of the backbone
-                    weights; the single-row backbone step gains little from it).
-    cuda_graphs:    capture the patch program in a CUDA graph and replay it per patch;
-                    None = on when the model is on a CUDA device. A capture that fails
-                    falls back to running the same program eagerly (logged once).
-    parallel_heads: on the CPU, sample the speech and the motion patch at the same time
-                    in two worker threads, each with half of torch's intra-op threads
-                    (two independent single-stream jobs use two cores better than
-                    one job split over both); None = on when torch uses at least two
-                    threads, both streams are sampled and the heads are release-sized
-                    (width ≥ 256).
-    """
-
-    enabled: bool = True
-    packed_linears: Optional[bool] = None
-    pack_backbone: bool = False
-    cuda_graphs: Optional[bool] = None
-    parallel_heads: Optional[bool] = None
-
-    @classmethod
-    def off(cls) -> FastPath:
-        return cls(enabled=False)
 
 
 @dataclass
@@ -196,7 +155,7 @@ class GenerationOutput:
 class GenerationState:
     """Everything one running generation carries from patch to patch (device tensors).
 
-    cache:          backbone key/value cache.
+    cache:          backbone key/value cache (of the run's step object).
     h:              (1, D) backbone state that conditions the next patch.
     speech_context: (1, 32, ctx) last context frames of speech.
     motion_context: (1, 40, ctx) last context frames of motion, or None (speech only).
@@ -208,9 +167,12 @@ class GenerationState:
     flow:           per-patch sampler settings.
     teacher_speech, teacher_motion: (1, C, F) frames fed back instead of the sampled
                     ones while they last (teacher forcing, diagnostics), or None.
+    runner:         the :class:`PatchStep` that runs this generation's patches.
+    run_data:       what ``runner`` keeps for this run (its :meth:`PatchStep.start` result).
+    patches_budget: patches this run may produce (forced streams are padded to it).
     """
 
-    cache: object
+    cache: Any
     h: torch.Tensor
     speech_context: torch.Tensor
     motion_context: Optional[torch.Tensor]
@@ -225,31 +187,100 @@ class GenerationState:
     patches_done: int = 0
     speech_patches: list = field(default_factory=list)
     motion_patches: list = field(default_factory=list)
-    fast: Optional[_FastState] = None
+    runner: Optional[PatchStep] = None
+    run_data: Any = None
     patches_budget: int = 0
+
+
+class PatchStep(Protocol):
+    """How one patch is computed; a :class:`TalkerGenerator` delegates to one chosen at construction.
+
+    ``supports(engine)``: whether it can run ``engine``'s model (else the engine uses :class:`EagerStep`).
+    ``start(engine, embeds, patches)``: run the backbone over the prefill ``embeds`` (1, L, D) for a
+    run of ``patches`` patches; returns (cache, h (1, D), run data kept in ``state.run_data``).
+    ``step(engine, state)``: produce one patch and feed it back, as :meth:`EagerStep.step`.
+    """
+
+    def supports(self, engine: TalkerGenerator) -> bool: ...
+
+    def start(self, engine: TalkerGenerator, embeds: torch.Tensor, patches: int) -> tuple[Any, torch.Tensor, Any]: ...
+
+    def step(self, engine: TalkerGenerator, state: GenerationState) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...
+
+
+class EagerStep:
+    """The reference patch step: the modules' own ``forward``, transformers' dynamic cache,
+    the sampler calling the DiT head on its CFG pair at every Euler step."""
+
+    def supports(self, engine: TalkerGenerator) -> bool:
+        return True
+
+    def start(self, engine: TalkerGenerator, embeds: torch.Tensor, patches: int) -> tuple[Any, torch.Tensor, Any]:
+        cache = engine.model.new_cache()
+        return cache, engine.model.run_backbone(embeds, cache), None
+
+    def step(self, engine: TalkerGenerator, state: GenerationState) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Samples (or takes the forced) speech patch, then the motion patch, encodes them into
+        the next backbone token, runs the backbone one position and updates ``state``."""
+        model, cfg, sampler = engine.model, engine.config, engine.sampler
+        ps = cfg.patch_size
+        frames = slice(state.patches_done * ps, (state.patches_done + 1) * ps)
+        mu = state.h.float()
+
+        if state.forced_speech is not None:
+            speech = state.forced_speech[:, :, frames]
+        else:
+            noise = torch.randn((1, cfg.speech_dim, ps), generator=state.rng)
+            speech = sampler.sample(
+                model.speech_cfm.estimator, noise, mu, state.speech_context, state.speaker, state.flow
+            )
+        motion = None
+        if state.motion_context is not None:
+            if state.forced_motion is not None:
+                motion = state.forced_motion[:, :, frames]
+            else:
+                assert state.first_motion is not None
+                noise = torch.randn((1, cfg.motion_dim, ps), generator=state.rng)
+                motion = sampler.sample(
+                    model.motion_cfm.estimator, noise, mu, state.motion_context, state.first_motion, state.flow
+                )
+
+        state.speech_patches.append(speech)
+        fed_speech = speech if state.forced_speech is not None else _teacher_or(state.teacher_speech, frames, speech)
+        token = model.speech_tokens(fed_speech.transpose(1, 2))
+        if motion is not None:
+            assert state.motion_context is not None
+            state.motion_patches.append(motion)
+            fed_motion = (
+                motion if state.forced_motion is not None else _teacher_or(state.teacher_motion, frames, motion)
+            )
+            token = token + model.motion_tokens(fed_motion.transpose(1, 2))
+            state.motion_context = shift_in(state.motion_context, fed_motion)
+        else:
+            token = token + model.motion_pad_emb
+        state.speech_context = shift_in(state.speech_context, fed_speech)
+        state.h = model.run_backbone(token, state.cache)
+        state.patches_done += 1
+        return speech, motion
+
+
+EAGER = EagerStep()
 
 
 class TalkerGenerator:
     """Runs generation with a :class:`TalkerModel`; reusable across calls (no state between them).
 
-    fast: True / None (default) = :class:`FastPath` defaults, False = the plain path, or a
-    :class:`FastPath`. Prepacked weights and captured CUDA graphs are kept per model (not per
-    generator), so engines built per request reuse them.
+    step: the :class:`PatchStep` one patch is delegated to; None = :class:`EagerStep` (the
+    reference function). The pipeline passes :class:`talker_core.fast.FastPatchStep`.
     """
 
-    def __init__(self, model: TalkerModel, sampler: FlowSampler | None = None, fast: bool | FastPath | None = None):
+    def __init__(self, model: TalkerModel, sampler: FlowSampler | None = None, step: PatchStep | None = None):
         self.model = model
         self.sampler = sampler or FlowSampler()
-        if fast is None or fast is True:
-            fast = FastPath()
-        elif fast is False:
-            fast = FastPath.off()
-        elif not isinstance(fast, FastPath):
-            raise ValueError(f"fast must be a bool or a FastPath, got {type(fast).__name__}")
-        self.fast = fast
+        self.patch_step: PatchStep = step if step is not None else EAGER
 
     @property
-    def config(self):
+    def config(self) -> TalkerConfig:
         return self.model.config
 
     # ------------------------------------------------------------------ public
@@ -313,6 +344,7 @@ class TalkerGenerator:
         """
         mode = GenerationMode(mode)
         total = self._patch_budget(mode, forced_speech, forced_motion, max_patches)
+        teacher = teacher_speech is not None or teacher_motion is not None
         state, out = self.prefill(
             prompt_ids,
             speaker,
@@ -325,6 +357,7 @@ class TalkerGenerator:
             forced_motion=forced_motion,
             settings=settings,
             patches=total,
+            step=EAGER if teacher else None,  # teacher forcing is a diagnostic of the reference step
         )
         device = self.model.device
         if teacher_speech is not None:
@@ -374,12 +407,14 @@ class TalkerGenerator:
         forced_motion: Optional[torch.Tensor],
         settings: SamplingSettings,
         patches: int,
+        step: PatchStep | None = None,
     ) -> tuple[GenerationState, GenerationOutput]:
         """Validate inputs, run the backbone over the prompt (+ prefix) and set up the state.
 
         Returns the state for :meth:`step` and an output record whose ``gen_*``
         fields are filled by :meth:`generate`. ``patches`` is the run's patch budget
-        (forced streams are padded to it).
+        (forced streams are padded to it). ``step``: the run's :class:`PatchStep`
+        (default: the engine's; :class:`EagerStep` where that one does not support the model).
         """
         model, cfg = self.model, self.config
         ps, device = cfg.patch_size, model.device
@@ -413,7 +448,7 @@ class TalkerGenerator:
             first_motion = ref_motion[:1]
         empty_speech = torch.zeros(0, cfg.speech_dim)
 
-        embeds = [model.embed_prompt(prompt_ids)]
+        parts = [model.embed_prompt(prompt_ids)]
         if joint:
             lm = ref_motion.shape[0] if ref_motion is not None else 0
             # the reference keeps whole patches of the motion reference, at least one
@@ -429,27 +464,24 @@ class TalkerGenerator:
                     motion_prefix[None], n_prefix
                 )
                 tokens[:, 0] += model.task_token(TalkerModel.TASK_JOINT)
-                embeds.append(tokens)
+                parts.append(tokens)
         else:
             if forced_speech is not None or forced_motion is not None:
                 raise ValueError("forced streams need joint mode; speech-only mode generates speech only")
-            embeds.insert(0, model.task_token(TalkerModel.TASK_SPEECH_ONLY)[None])
+            parts.insert(0, model.task_token(TalkerModel.TASK_SPEECH_ONLY)[None])
             pf = min(prefix_frames, ref_speech.shape[0]) if ref_speech is not None else 0
             if prefix_frames and ref_speech is None:
                 raise ValueError("a prefix needs ref_speech (Ls, 32)")
             speech_prefix = (ref_speech if ref_speech is not None else empty_speech)[:pf]
             motion_prefix = None
             if pf:
-                embeds.append(model.speech_tokens(speech_prefix[None]) + model.motion_pad_emb)
+                parts.append(model.speech_tokens(speech_prefix[None]) + model.motion_pad_emb)
 
-        embeds = torch.cat(embeds, dim=1)
-        fast = self._fast_resources(embeds.shape[1] + patches)
-        if fast is not None:
-            cache = fast.cache
-            h = model.run_backbone_static(embeds, cache, fast.backbone_linear)
-        else:
-            cache = model.new_cache()
-            h = model.run_backbone(embeds, cache)
+        embeds = torch.cat(parts, dim=1)
+        runner = step if step is not None else self.patch_step
+        if not runner.supports(self):
+            runner = EAGER
+        cache, h, run_data = runner.start(self, embeds, patches)
         ctx = cfg.context_patches * ps
         state = GenerationState(
             cache=cache,
@@ -457,12 +489,13 @@ class TalkerGenerator:
             speech_context=_context(speech_prefix, ctx, ps, device),
             motion_context=_context(motion_prefix, ctx, ps, device) if joint else None,
             speaker=speaker.to(device),
-            first_motion=first_motion.to(device) if joint else None,
+            first_motion=first_motion.to(device) if (joint and first_motion is not None) else None,
             forced_speech=_forced(forced_speech, patches * ps, device),
             forced_motion=_forced(forced_motion, patches * ps, device),
             rng=torch.Generator().manual_seed(int(settings.seed)),
             flow=settings.flow(),
-            fast=fast,
+            runner=runner,
+            run_data=run_data,
             patches_budget=patches,
         )
         out = GenerationOutput(
@@ -478,111 +511,15 @@ class TalkerGenerator:
         return state, out
 
     def step(self, state: GenerationState) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Produce one patch and feed it back.
+        """Produce one patch and feed it back (delegated to the run's :class:`PatchStep`).
 
         Samples (or takes the forced) speech patch, then the motion patch, encodes
         them into the next backbone token, runs the backbone one position and
         updates ``state`` (h, contexts, collected patches). Returns the speech
         patch (1, 32, P) and the motion patch (1, 40, P) or None, float32.
         """
-        if state.fast is not None:
-            return self._step_fast(state)
-        model, cfg, sampler = self.model, self.config, self.sampler
-        ps = cfg.patch_size
-        frames = slice(state.patches_done * ps, (state.patches_done + 1) * ps)
-        mu = state.h.float()
-
-        if state.forced_speech is not None:
-            speech = state.forced_speech[:, :, frames]
-        else:
-            noise = torch.randn((1, cfg.speech_dim, ps), generator=state.rng)
-            speech = sampler.sample(
-                model.speech_cfm.estimator, noise, mu, state.speech_context, state.speaker, state.flow
-            )
-        motion = None
-        if state.motion_context is not None:
-            if state.forced_motion is not None:
-                motion = state.forced_motion[:, :, frames]
-            else:
-                noise = torch.randn((1, cfg.motion_dim, ps), generator=state.rng)
-                motion = sampler.sample(
-                    model.motion_cfm.estimator, noise, mu, state.motion_context, state.first_motion, state.flow
-                )
-
-        state.speech_patches.append(speech)
-        fed_speech = speech if state.forced_speech is not None else _teacher_or(state.teacher_speech, frames, speech)
-        token = model.speech_tokens(fed_speech.transpose(1, 2))
-        if motion is not None:
-            state.motion_patches.append(motion)
-            fed_motion = (
-                motion if state.forced_motion is not None else _teacher_or(state.teacher_motion, frames, motion)
-            )
-            token = token + model.motion_tokens(fed_motion.transpose(1, 2))
-            state.motion_context = _shift_in(state.motion_context, fed_motion)
-        else:
-            token = token + model.motion_pad_emb
-        state.speech_context = _shift_in(state.speech_context, fed_speech)
-        state.h = model.run_backbone(token, state.cache)
-        state.patches_done += 1
-        return speech, motion
-
-    # ------------------------------------------------------------------ fast path
-
-    def _fast_resources(self, positions: int) -> Optional[_FastState]:
-        """The fast-path state of one run (None = plain path): a static cache of ``positions``."""
-        opts, model = self.fast, self.model
-        if not opts.enabled:
-            return None
-        if not model.supports_static_cache:
-            log.info("fast path off: the backbone config is not plain full-attention Qwen3")
-            return None
-        res = _model_resources(model, opts)
-        if model.device.type != "cpu":
-            res.linear.clear()  # packed CPU copies of a model that has moved to another device
-        graphs = res.graphs_enabled(model)
-        if graphs:
-            cache = res.shared_cache(positions)
-        else:
-            cache = model.new_static_cache(positions)
-        cache.reset()
-        return _FastState(res, cache, graphs)
-
-    def _step_fast(self, state: GenerationState) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        fast = state.fast
-        if fast.program is None:
-            fast.program = self._load_program(state)
-        program = fast.program
-        if state.patches_done >= program.loaded_patches:
-            raise ValueError(f"the run's budget of {program.loaded_patches} patches is used up")
-        program.run()
-        speech = program.out_speech.clone()
-        state.speech_patches.append(speech)
-        motion = None
-        if program.motion_mode != "none":
-            motion = program.out_motion.clone()
-            state.motion_patches.append(motion)
-        state.patches_done += 1
-        return speech, motion
-
-    def _load_program(self, state: GenerationState) -> _PatchProgram:
-        """Build (or fetch the captured) patch program of this run and load the run into it."""
-        fast = state.fast
-        variant = (
-            "forced" if state.forced_speech is not None else "sample",
-            "none" if state.motion_context is None else ("forced" if state.forced_motion is not None else "sample"),
-            state.teacher_speech is not None and state.forced_speech is None,
-            state.teacher_motion is not None and state.forced_motion is None and state.motion_context is not None,
-        )
-        if fast.graphs:
-            program = fast.resources.program(self, variant, state.flow, fast.cache)
-        else:
-            program = _PatchProgram(self, variant, state.flow, fast.cache, fast.resources, graphs=False)
-        program.load(state)
-        state.h = program.h
-        state.speech_context = program.speech_context
-        if state.motion_context is not None:
-            state.motion_context = program.motion_context
-        return program
+        runner = state.runner if state.runner is not None else EAGER
+        return runner.step(self, state)
 
     # ------------------------------------------------------------------ internals
 
@@ -669,410 +606,9 @@ def _teacher_or(teacher: Optional[torch.Tensor], frames: slice, patch: torch.Ten
     return teacher[:, :, frames]
 
 
-def _shift_in(context: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+def shift_in(context: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
     """Drop the oldest patch of ``context`` (1, C, ctx) and append ``patch`` (1, C, P)."""
     p = patch.shape[-1]
     if context.shape[-1] == p:
         return patch
     return torch.cat([context[..., p:], patch], dim=-1)
-
-
-# --------------------------------------------------------------------------- fast path internals
-
-
-class _ModelResources:
-    """Fast-path resources kept per model: linear kernels, shared caches and captured programs."""
-
-    MAX_PROGRAMS = 4
-    CACHE_BUCKET = 256
-
-    def __init__(self, model: TalkerModel, opts: FastPath):
-        self._model = weakref.ref(model)
-        self.opts = opts
-        self.linear = LinearKernels(pack=opts.packed_linears)
-        self.backbone_linear = LinearKernels(pack=opts.packed_linears) if opts.pack_backbone else plain_linear
-        self.caches: dict[int, StaticKVCache] = {}
-        self.programs: collections.OrderedDict[tuple, _PatchProgram] = collections.OrderedDict()
-        self.graphs_failed = False
-        self._weights_key = None
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._pool_threads = 0
-
-    def head_pool(self) -> Optional[ThreadPoolExecutor]:
-        """Two worker threads with half of torch's intra-op threads each (None below two threads).
-
-        ``torch.set_num_threads`` in a worker sets that thread's count and the default of
-        threads started later; the caller's count is set again afterwards so that the
-        default stays what it was."""
-        threads = torch.get_num_threads()
-        if threads < 2:
-            return None
-        if self._pool is None or self._pool_threads != threads:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            pool = ThreadPoolExecutor(2, thread_name_prefix="talker-heads")
-            barrier = threading.Barrier(2)
-
-            def init():
-                torch.set_num_threads(threads // 2)
-                barrier.wait(timeout=30)
-
-            for f in [pool.submit(init) for _ in range(2)]:
-                f.result()
-            torch.set_num_threads(threads)
-            self._pool, self._pool_threads = pool, threads
-        return self._pool
-
-    def graphs_enabled(self, model: TalkerModel) -> bool:
-        want = self.opts.cuda_graphs
-        on_cuda = _graphs_supported(model)
-        if want is None:
-            want = on_cuda
-        if want and not on_cuda:
-            log.debug("cuda_graphs needs the model on a CUDA device; running the patch program eagerly")
-            return False
-        if want:
-            key = _weights_key(model)
-            if key != self._weights_key:  # new weights, device or dtype: drop what was built on the old ones
-                self.caches.clear()
-                self.programs.clear()
-                self._weights_key = key
-        return bool(want) and not self.graphs_failed
-
-    def shared_cache(self, positions: int) -> StaticKVCache:
-        """A cache of at least ``positions`` positions, shared by the captured programs.
-
-        One cache is kept (its capacity a multiple of :attr:`CACHE_BUCKET`); a run that needs
-        more replaces it, and the programs captured on the smaller one."""
-        fitting = [c for c in self.caches.values() if c.capacity >= positions]
-        if fitting:
-            return min(fitting, key=lambda c: c.capacity)
-        bucket = -(-positions // self.CACHE_BUCKET) * self.CACHE_BUCKET
-        self.caches.clear()
-        self.programs.clear()
-        cache = self.caches[bucket] = self._model().new_static_cache(bucket)
-        return cache
-
-    def program(self, engine: TalkerGenerator, variant: tuple, flow: FlowSettings, cache: StaticKVCache):
-        key = (variant, flow, cache.capacity)
-        program = self.programs.get(key)
-        if program is None:
-            program = self.programs[key] = _PatchProgram(engine, variant, flow, cache, self, graphs=True)
-            while len(self.programs) > self.MAX_PROGRAMS:
-                self.programs.popitem(last=False)
-        program.engine = engine  # pipelines build one engine per call; the captured graph does not depend on it
-        self.programs.move_to_end(key)
-        return program
-
-
-_RESOURCES: weakref.WeakKeyDictionary[TalkerModel, _ModelResources] = weakref.WeakKeyDictionary()
-
-
-def release_fast_path(model: TalkerModel) -> None:
-    """Free what the fast path keeps for ``model`` (prepacked weights, static caches, CUDA graphs,
-    worker threads); it is rebuilt on the next generation. For hosts that manage memory."""
-    res = _RESOURCES.pop(model, None)
-    if res is not None:
-        res.linear.clear()
-        res.caches.clear()
-        res.programs.clear()
-        if res._pool is not None:
-            res._pool.shutdown(wait=False)
-
-
-def _model_resources(model: TalkerModel, opts: FastPath) -> _ModelResources:
-    res = _RESOURCES.get(model)
-    if res is None or res.opts != opts:
-        res = _RESOURCES[model] = _ModelResources(model, opts)
-    return res
-
-
-def _weights_key(model: TalkerModel) -> tuple:
-    return tuple(tensor_key(p) for p in model.parameters())
-
-
-@dataclass
-class _FastState:
-    resources: _ModelResources
-    cache: StaticKVCache
-    graphs: bool
-    program: Optional[_PatchProgram] = None
-
-    @property
-    def backbone_linear(self):
-        return self.resources.backbone_linear
-
-
-class _PatchProgram:
-    """One patch of the loop as a fixed-shape program over preallocated buffers.
-
-    Buffers (device): ``h`` (1, D) backbone state; ``speech_context`` (1, 32, ctx) and
-    ``motion_context`` (1, 40, ctx); ``speaker`` (1, 256); ``first_motion`` (1, 40);
-    the run's noise (N, 1, C, P) and given patches (forced or teacher, (N, 1, C, P),
-    with a per-patch flag for teachers); ``patch`` and ``position`` (1,) int64 counters;
-    ``out_speech`` (1, 32, P), ``out_motion`` (1, 40, P). :meth:`body` reads and writes only
-    these and the static cache, so on CUDA it is captured once and replayed.
-
-    variant: (speech "sample"/"forced", motion "sample"/"forced"/"none", speech teacher,
-    motion teacher).
-    """
-
-    def __init__(
-        self,
-        engine: TalkerGenerator,
-        variant: tuple,
-        flow: FlowSettings,
-        cache: StaticKVCache,
-        resources: _ModelResources,
-        graphs: bool,
-    ):
-        model, cfg = engine.model, engine.config
-        self.engine = engine
-        self.speech_mode, self.motion_mode, self.teacher_speech, self.teacher_motion = variant
-        self.flow = flow
-        self.cache = cache
-        self.linear = resources.linear
-        self.backbone_linear = resources.backbone_linear
-        self.resources = resources
-        self.graphs = graphs
-        self.graph = None
-        dev, ps = model.device, cfg.patch_size
-        ctx = cfg.context_patches * ps
-        capacity = cfg.max_patches
-        f32 = dict(device=dev, dtype=torch.float32)
-        self.h = torch.zeros(1, cfg.llm.hidden_size, device=dev, dtype=model.dtype)
-        self.speech_context = torch.zeros(1, cfg.speech_dim, ctx, **f32)
-        self.speaker = torch.zeros(1, cfg.speaker_dim, **f32)
-        self.out_speech = torch.zeros(1, cfg.speech_dim, ps, **f32)
-        self.patch = torch.zeros(1, dtype=torch.long, device=dev)
-        self.position = torch.zeros(1, dtype=torch.long, device=dev)
-        joint = self.motion_mode != "none"
-        self.motion_context = torch.zeros(1, cfg.motion_dim, ctx, **f32) if joint else None
-        self.first_motion = torch.zeros(1, cfg.motion_dim, **f32) if joint else None
-        self.out_motion = torch.zeros(1, cfg.motion_dim, ps, **f32) if joint else None
-
-        def stream_buffers(mode, teacher, channels):
-            noise = torch.zeros(capacity, 1, channels, ps, **f32) if mode == "sample" else None
-            given = torch.zeros(capacity, 1, channels, ps, **f32) if (mode == "forced" or teacher) else None
-            flags = torch.zeros(capacity, dtype=torch.bool, device=dev) if teacher else None
-            return noise, given, flags
-
-        self.noise_speech, self.given_speech, self.flags_speech = stream_buffers(
-            self.speech_mode, self.teacher_speech, cfg.speech_dim
-        )
-        self.noise_motion, self.given_motion, self.flags_motion = stream_buffers(
-            self.motion_mode, self.teacher_motion, cfg.motion_dim
-        )
-        parallel = resources.opts.parallel_heads
-        if parallel is None:
-            parallel = cfg.dit.hidden_size >= 256
-        both = self.speech_mode == "sample" and self.motion_mode == "sample"
-        self.parallel = bool(parallel and not graphs and dev.type == "cpu" and both)
-        # In a CUDA graph the two heads run on two streams (a fork and a join inside the graph),
-        # so their small kernels overlap; outside a graph one stream keeps memory handling simple.
-        self.side_stream = torch.cuda.Stream(dev) if (graphs and dev.type == "cuda" and both) else None
-        times = engine.sampler.schedule(flow, dev).times
-        self.speech_velocity = (
-            PatchVelocity(model.speech_cfm.estimator, times, self.linear) if self.speech_mode == "sample" else None
-        )
-        self.motion_velocity = (
-            PatchVelocity(model.motion_cfm.estimator, times, self.linear) if self.motion_mode == "sample" else None
-        )
-        self.loaded_patches = 0
-
-    # -- per run --------------------------------------------------------------
-
-    def load(self, state: GenerationState) -> None:
-        """Copy one run (after its prefill) into the buffers; draws the run's noise from ``state.rng``."""
-        cfg = self.engine.config
-        ps, n = cfg.patch_size, state.patches_budget
-        if n > cfg.max_patches:
-            raise ValueError(f"patch budget {n} exceeds the model's {cfg.max_patches}")
-        self.h.copy_(state.h)
-        self.speech_context.copy_(state.speech_context)
-        self.speaker.copy_(state.speaker)
-        if self.motion_context is not None:
-            self.motion_context.copy_(state.motion_context)
-            self.first_motion.copy_(state.first_motion)
-        speech_noise, motion_noise = [], []
-        for _ in range(n):  # the plain path's draw order: speech, then motion, per patch
-            if self.noise_speech is not None:
-                speech_noise.append(torch.randn((1, cfg.speech_dim, ps), generator=state.rng))
-            if self.noise_motion is not None:
-                motion_noise.append(torch.randn((1, cfg.motion_dim, ps), generator=state.rng))
-        if n:
-            if speech_noise:
-                self.noise_speech[:n].copy_(torch.stack(speech_noise))
-            if motion_noise:
-                self.noise_motion[:n].copy_(torch.stack(motion_noise))
-            forced_s = (
-                state.forced_speech
-                if self.speech_mode == "forced"
-                else (state.teacher_speech if self.teacher_speech else None)
-            )
-            forced_m = (
-                state.forced_motion
-                if self.motion_mode == "forced"
-                else (state.teacher_motion if self.teacher_motion else None)
-            )
-            for given, flags, frames in (
-                (self.given_speech, self.flags_speech, forced_s),
-                (self.given_motion, self.flags_motion, forced_m),
-            ):
-                if given is None:
-                    continue
-                covered = min(n, frames.shape[-1] // ps)
-                given.zero_()
-                if covered:
-                    patches = frames[:, :, : covered * ps].reshape(1, frames.shape[1], covered, ps)
-                    given[:covered].copy_(patches.permute(2, 0, 1, 3))
-                if flags is not None:
-                    flags.zero_()
-                    flags[:covered] = True
-        self.patch.zero_()
-        self.position.fill_(state.cache.length)
-        self.loaded_patches = n
-
-    def run(self) -> None:
-        """One patch: replay the captured graph, or run :meth:`body`."""
-        if self.graphs and self.graph is None and not self.resources.graphs_failed:
-            self._capture()
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.body()
-
-    # -- the program ------------------------------------------------------------
-
-    def body(self) -> None:
-        engine = self.engine
-        model, sampler, flow = engine.model, engine.sampler, self.flow
-        idx = self.patch
-        mu = self.h.float()
-
-        def stream(mode, teacher, velocity, noise, given, flags, context, global_cond):
-            if mode == "forced":
-                patch = given.index_select(0, idx)[0]
-                return patch, patch
-            patch = sampler.sample_prepared(velocity, noise.index_select(0, idx)[0], mu, context, global_cond, flow)
-            if teacher:
-                use = flags.index_select(0, idx).view(1, 1, 1)
-                return patch, torch.where(use, given.index_select(0, idx)[0], patch)
-            return patch, patch
-
-        speech_args = (
-            self.speech_mode,
-            self.teacher_speech,
-            self.speech_velocity,
-            self.noise_speech,
-            self.given_speech,
-            self.flags_speech,
-            self.speech_context,
-            self.speaker,
-        )
-        motion_args = (
-            self.motion_mode,
-            self.teacher_motion,
-            self.motion_velocity,
-            self.noise_motion,
-            self.given_motion,
-            self.flags_motion,
-            self.motion_context,
-            self.first_motion,
-        )
-        pool = self.resources.head_pool() if self.parallel else None
-        if self.side_stream is not None:
-            main = torch.cuda.current_stream()
-            self.side_stream.wait_stream(main)  # everything the motion head reads is ready
-            with torch.cuda.stream(self.side_stream):
-                motion, fed_motion = stream(*motion_args)
-            speech, fed_speech = stream(*speech_args)
-            main.wait_stream(self.side_stream)
-        elif pool is not None:
-            inference = torch.is_inference_mode_enabled()
-            futures = [pool.submit(_worker_call, inference, stream, a) for a in (speech_args, motion_args)]
-            (speech, fed_speech), (motion, fed_motion) = (f.result() for f in futures)
-        else:
-            speech, fed_speech = stream(*speech_args)
-            if self.motion_mode != "none":
-                motion, fed_motion = stream(*motion_args)
-        self.out_speech.copy_(speech)
-        token = model.speech_tokens(fed_speech.transpose(1, 2), linear=self.linear)
-        if self.motion_mode != "none":
-            self.out_motion.copy_(motion)
-            token = token + model.motion_tokens(fed_motion.transpose(1, 2), linear=self.linear)
-            self.motion_context.copy_(_shift_in(self.motion_context, fed_motion))
-        else:
-            token = token + model.motion_pad_emb
-        self.speech_context.copy_(_shift_in(self.speech_context, fed_speech))
-        h = model.run_backbone_static(token, self.cache, self.backbone_linear, position=self.position)
-        self.h.copy_(h)
-        self.patch.add_(1)
-        self.position.add_(1)
-
-    def _mutable(self) -> list[torch.Tensor]:
-        return [
-            t
-            for t in (
-                self.h,
-                self.speech_context,
-                self.motion_context,
-                self.patch,
-                self.position,
-                self.out_speech,
-                self.out_motion,
-            )
-            if t is not None
-        ]
-
-    def _capture(self) -> None:
-        """Capture :meth:`body` (see :func:`_capture_graph`); on failure run eagerly from now on."""
-        try:
-            self.graph = _capture_graph(self.body, self._mutable())
-            log.info("captured the patch program in a CUDA graph")
-        except Exception as exc:  # noqa: BLE001 — any capture failure: run eagerly instead
-            self.resources.graphs_failed = True
-            self.graph = None
-            log.warning(
-                "CUDA graph capture of the patch step failed (%s: %s); running it eagerly", type(exc).__name__, exc
-            )
-
-
-def _graphs_supported(model: TalkerModel) -> bool:
-    return model.device.type == "cuda"
-
-
-def _capture_graph(body: Callable[[], None], mutable: list[torch.Tensor]):
-    """A CUDA graph of ``body()``: two warm-up runs on a side stream (lazy initialisations,
-    rotary tables), then the capture; the ``mutable`` buffers are restored after each, so
-    the graph starts from the state the caller loaded. Returns the graph (``.replay()``)."""
-    saved = [t.clone() for t in mutable]
-
-    def restore():
-        for t, s in zip(mutable, saved):
-            t.copy_(s)
-
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
-                restore()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:  # other threads (a StreamingRenderer) may use the GPU meanwhile
-            capture = torch.cuda.graph(graph, capture_error_mode="thread_local")
-        except TypeError:  # torch < 2.1
-            capture = torch.cuda.graph(graph)
-        with capture:
-            body()
-        return graph
-    finally:
-        restore()
-
-
-def _worker_call(inference: bool, fn, args):
-    """Run ``fn(*args)`` in a worker thread under the caller's grad mode (those modes are per thread)."""
-    with torch.inference_mode() if inference else torch.no_grad():
-        return fn(*args)

@@ -18,10 +18,10 @@ The time and step sizes follow the reference's own float32 recursion
 (t ← t − Δ, Δ ← t − grid[k+1]), computed once per settings and device. All of
 the sampler's arithmetic is float32; the estimator sees its own dtype.
 
-:meth:`FlowSampler.sample` drives a plain estimator; :meth:`FlowSampler.sample_prepared`
-drives a prepared CFG-pair velocity (:class:`talker_core.models.dit_head.PatchVelocity`,
-the generation fast path). Both share :meth:`FlowSampler.integrate`, the Euler
-loop, whose step sizes are Python floats: no host synchronisation per step.
+:meth:`FlowSampler.sample` drives a plain estimator; the generation fast path drives
+a prepared CFG-pair velocity (:func:`talker_core.fast.heads.sample_prepared`). Both share
+:meth:`FlowSampler.integrate`, the Euler loop, whose step sizes are Python floats: no
+host synchronisation per step.
 
 Legend: N batch, C latent channels, T frames of the patch, Tc context frames,
 D backbone width, G global condition width.
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from talker_core.params import default
 
 __all__ = ["FlowSettings", "FlowSchedule", "FlowSampler", "Estimator"]
 
@@ -54,11 +56,11 @@ class FlowSettings:
     cfg_zero_star: zero velocity for the first steps and the optimised CFG scale s*.
     """
 
-    steps: int = 10
-    temperature: float = 0.3
-    cfg: float = 2.0
-    sway: float = 1.0
-    cfg_zero_star: bool = True
+    steps: int = default("steps")
+    temperature: float = default("temperature")
+    cfg: float = default("cfg")
+    sway: float = default("sway")
+    cfg_zero_star: bool = default("cfg_zero_star")
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 1:
@@ -164,31 +166,6 @@ class FlowSampler:
         def velocity(x: torch.Tensor, k: int) -> torch.Tensor:
             return estimator(x.to(dtype).repeat(2, 1, 1), mu_in, times[k], cond_in, global_in, dt_in).float()
 
-        return self.integrate(velocity, x, sched, settings)
-
-    @torch.no_grad()
-    def sample_prepared(
-        self,
-        velocity,
-        noise: torch.Tensor,
-        mu: torch.Tensor,
-        cond: torch.Tensor,
-        global_cond: torch.Tensor,
-        settings: FlowSettings = FlowSettings(),
-    ) -> torch.Tensor:
-        """:meth:`sample` with a prepared CFG-pair velocity (fast path).
-
-        velocity: a :class:`talker_core.models.dit_head.PatchVelocity` built on this sampler's
-                  ``schedule(settings, device).times``; ``velocity.begin(mu, cond,
-                  global_cond)`` is called here, then ``velocity(x, k)`` per step.
-        Shapes as in :meth:`sample`; returns (N, C, T) float32 on mu's device.
-        """
-        device = mu.device
-        sched = self.schedule(settings, device)
-        x = noise.to(device=device, dtype=torch.float32) * settings.temperature
-        if sched.first >= settings.steps:
-            return x
-        velocity.begin(mu, cond, global_cond)
         return self.integrate(velocity, x, sched, settings)
 
     @staticmethod

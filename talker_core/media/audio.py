@@ -102,12 +102,13 @@ def load_audio(path: PathLike, max_seconds: Optional[float] = None) -> tuple[tor
                     break
                 # The decoder's own resampler turns any sample format and layout into packed float32
                 # (one plane): PyAV's planar-to-numpy path is never used (it overruns with > 8 channels).
+                assert resampler is not None and channels is not None  # set with the first frame
                 for out in resampler.resample(frame):
                     total = _take(chunks, out, channels, total, limit)
                 if limit is not None and total >= limit:
                     break
             else:
-                if resampler is not None:
+                if resampler is not None and channels is not None:
                     for out in resampler.resample(None):
                         total = _take(chunks, out, channels, total, limit)
         except av.error.EOFError:
@@ -115,7 +116,7 @@ def load_audio(path: PathLike, max_seconds: Optional[float] = None) -> tuple[tor
         except (av.error.FFmpegError, ValueError) as exc:
             if isinstance(exc, MediaError):
                 raise
-            if not total:
+            if not total or rate is None:
                 raise MediaError(
                     f"audio file {p} could not be decoded ({exc}); the file is damaged or not audio FFmpeg reads"
                 ) from exc

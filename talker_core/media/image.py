@@ -199,10 +199,7 @@ def prepare_identity_image(
         x = x.clamp(0.0, 1.0)
     else:
         raise MediaError(f"{name} has unsupported type {x.dtype}; give uint8 (0–255) or float (0–1)")
-    if c in (1, 2):
-        x = x[..., :1].expand(h, w, 3)
-    else:
-        x = x[..., :3]
+    x = x[..., :1].expand(h, w, 3) if c in (1, 2) else x[..., :3]
     side = min(h, w)
     if warn_small and side < SMALL_IDENTITY_WARN:
         logger.warning("%s is only %d×%d px; it is enlarged to %d×%d and the face will be soft", name, w, h, size, size)

@@ -68,7 +68,7 @@ def _unlink_quietly(p: Optional[Path]) -> None:
 def _write_wav_file(path: Path, wav: np.ndarray, sample_rate: int) -> None:
     pcm = np.round(wav.T * 32767.0).astype("<i2")  # (T, C) interleaved, little-endian
     try:
-        fh = open(path, "xb")
+        fh = open(path, "xb")  # noqa: SIM115 - opened apart from the `with` so only opening errors get this message
     except OSError as exc:
         raise MediaError(f"cannot write {path} ({exc}); choose a writable output folder") from exc
     with fh, wave.open(fh, "wb") as w:
@@ -289,6 +289,7 @@ def write_mp4(
             except OSError as exc:
                 raise MediaError(f"could not start ffmpeg ({exe}): {exc}; reinstall imageio-ffmpeg") from exc
             broken = False
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 for data in _frame_chunks(fr, pad_h, pad_w):
                     proc.stdin.write(data)

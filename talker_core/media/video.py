@@ -64,7 +64,7 @@ def _nearest_indices(ts: np.ndarray, target_fps: float, count: int) -> np.ndarra
     return np.where(take_next, nxt, prev)
 
 
-def _median_step(ts: Sequence[float], fallback: float) -> float:
+def _median_step(ts: Sequence[float] | np.ndarray, fallback: float) -> float:
     if len(ts) < 2:
         return fallback
     return float(np.median(np.diff(np.asarray(ts, dtype=np.float64))))
@@ -77,7 +77,7 @@ class _NearestSelector:
         self.fps = target_fps
         self.max_out = max_out
         self.t0: Optional[float] = None
-        self.prev = None  # (t, frame)
+        self.prev: Optional[tuple[float, np.ndarray]] = None  # (t, frame)
         self.k = 0
         self.out: list[np.ndarray] = []
 
@@ -94,8 +94,9 @@ class _NearestSelector:
             self.t0 = t
         else:
             tp, fp = self.prev
+            t0 = self.t0 if self.t0 is not None else t
             while not self.full:
-                tk = self.t0 + self.k / self.fps
+                tk = t0 + self.k / self.fps
                 if tk > t:
                     break
                 self._emit(frame if (t - tk) < (tk - tp) else fp)

@@ -14,13 +14,8 @@ Sinusoid of width H: half sin, half cos, frequencies exp(−ln(10000)·i/(H/2−
 argument 1000·t. Speech head: C = 32, G = 256 (speaker embedding); motion head:
 C = 40, G = 40 (first reference motion frame, normalised).
 
-Fast path: :class:`PatchVelocity` evaluates the head for the flow sampler's CFG
-pair (conditional ``mu`` and unconditional zeros) at step k of a fixed time grid,
-with everything that does not change between the Euler steps computed once: the
-time embeddings of the whole grid (once per grid), the projected global and
-context tokens and the projected first token of every step (once per patch).
-Only the x tokens and the transformer blocks run per step, and the last block
-computes its output for the last T positions only.
+The generation fast path evaluates this head through
+:class:`talker_core.fast.heads.PatchVelocity` (same function, less work per Euler step).
 
 Legend: N batch, C channels of the latent, T frames to predict, Tc context
 frames, G global condition width, H head width (= backbone width D), S steps.
@@ -36,15 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talker_core.models.blocks import (
-    AdjacentPairRotary,
-    RMSNorm,
-    TransformerBlock,
-    block_forward,
-    plain_linear,
-)
+from talker_core.models.blocks import AdjacentPairRotary, RMSNorm, TransformerBlock
 
-__all__ = ["DitConfig", "DiTHead", "PatchVelocity", "timestep_sinusoid"]
+__all__ = ["DitConfig", "DiTHead", "TimeMLP", "timestep_sinusoid"]
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +134,11 @@ class DiTHead(nn.Module):
         self.delta_time_mlp = TimeMLP(width)
         self.decoder = DiTDecoder(config)
 
-    def time_embedding(self, t: torch.Tensor, dt: torch.Tensor, linear=plain_linear) -> torch.Tensor:
+    def time_embedding(self, t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """t (N,), dt (N,) → time_mlp(sinusoid(t)) + delta_time_mlp(sinusoid(dt)), (N, H) in the head dtype."""
         dtype, width = self.in_proj.weight.dtype, self.config.hidden_size
-
-        def mlp(m: TimeMLP, x: torch.Tensor) -> torch.Tensor:
-            return linear(m.linear_2, F.silu(linear(m.linear_1, x)))
-
-        temb = mlp(self.time_mlp, timestep_sinusoid(t, width).to(dtype))
-        return temb + mlp(self.delta_time_mlp, timestep_sinusoid(dt, width).to(dtype))
+        temb = self.time_mlp(timestep_sinusoid(t, width).to(dtype))
+        return temb + self.delta_time_mlp(timestep_sinusoid(dt, width).to(dtype))
 
     def forward(
         self,
@@ -180,66 +165,3 @@ class DiTHead(nn.Module):
         seq = torch.cat([first, global_tok, cond_tok, x_tok], dim=1)
         out = self.out_proj(self.decoder(seq, keep_last=frames))
         return out.transpose(1, 2)
-
-
-class PatchVelocity:
-    """Velocities of one head for the flow sampler's CFG pair on a fixed time grid (fast path).
-
-    ``velocity(x, k)`` equals ``head(x.repeat(2, 1, 1), [mu; 0], times[k], cond.repeat(2, 1, 1),
-    global.repeat(2, 1), 0)`` (up to float rounding) for the ``mu``, ``cond`` and ``global``
-    given to :meth:`begin`: rows [0, N) conditional, [N, 2N) unconditional.
-
-    head:   the :class:`DiTHead`.
-    times:  (S,) float32 flow times of the grid (the sampler's schedule).
-    linear: linear kernel (:class:`talker_core.models.blocks.LinearKernels` or ``plain_linear``).
-
-    The time embeddings of the grid are computed here, once; :meth:`begin` does the
-    per-patch work; :meth:`__call__` the per-step work. Nothing in it synchronises
-    with the host, so a loop over it can be captured in a CUDA graph.
-    """
-
-    def __init__(self, head: DiTHead, times: torch.Tensor, linear=plain_linear):
-        self.head = head
-        self.linear = linear
-        dtype = head.in_proj.weight.dtype
-        device = head.in_proj.weight.device
-        times = times.reshape(-1).to(device=device, dtype=torch.float32)
-        self.steps = times.shape[0]
-        with torch.no_grad():
-            temb = head.time_embedding(times.to(dtype), torch.zeros_like(times).to(dtype), linear)  # (S, H)
-            self.temb = temb
-            # unconditional first token (mu = 0): input_proj(temb_k), the same for every patch
-            self.first_uncond = linear(head.decoder.input_proj, temb)  # (S, H)
-        self._const: torch.Tensor | None = None
-        self._first_cond: torch.Tensor | None = None
-
-    def begin(self, mu: torch.Tensor, cond: torch.Tensor, global_cond: torch.Tensor) -> None:
-        """Per-patch constants. mu (N, H); cond (N, C, Tc); global_cond (N, G)."""
-        head, lin = self.head, self.linear
-        dtype = head.in_proj.weight.dtype
-        proj = head.decoder.input_proj
-        global_tok = lin(head.global_cond_proj, global_cond.to(dtype)).unsqueeze(1)  # (N, 1, H)
-        cond_tok = lin(head.cond_proj, cond.transpose(1, 2).to(dtype))  # (N, Tc, H)
-        const = lin(proj, torch.cat([global_tok, cond_tok], dim=1))  # (N, 1+Tc, H)
-        self._const = const.repeat(2, 1, 1)  # (2N, 1+Tc, H)
-        # conditional first token of every step: input_proj(mu + temb_k) → (S, N, H)
-        first = mu.to(dtype).unsqueeze(0) + self.temb.unsqueeze(1)
-        self._first_cond = lin(proj, first)
-
-    def __call__(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """x (N, C, T) → velocities (2N, C, T) float32 at grid step k."""
-        head, lin = self.head, self.linear
-        if self._const is None:
-            raise RuntimeError("PatchVelocity.begin() must be called before the steps of a patch")
-        n, _, frames = x.shape
-        dtype = self._const.dtype
-        x_tok = lin(head.decoder.input_proj, lin(head.in_proj, x.transpose(1, 2).to(dtype)))  # (N, T, H)
-        first = torch.cat([self._first_cond[k], self.first_uncond[k].expand(n, -1)]).unsqueeze(1)  # (2N, 1, H)
-        h = torch.cat([first, self._const, x_tok.repeat(2, 1, 1)], dim=1)  # (2N, L, H)
-        dec = head.decoder
-        last = len(dec.blocks) - 1
-        length = h.shape[1]
-        for i, block in enumerate(dec.blocks):
-            h = block_forward(block, h, dec.rope, lin, rows=slice(length - frames, length) if i == last else None)
-        out = lin(head.out_proj, dec.norm(h))  # (2N, T, C)
-        return out.transpose(1, 2).float()

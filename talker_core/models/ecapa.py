@@ -134,8 +134,8 @@ class Res2Conv1dReluBn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = torch.split(x, self.width, dim=1)
         outs = []
-        carry = None
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        carry = groups[0]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             carry = groups[i] if i == 0 else carry + groups[i]
             carry = bn(F.relu(conv(carry)))
             outs.append(carry)

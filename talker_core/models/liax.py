@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talker_core.checkpoint import CheckpointError, KeyMap
-from talker_core.models.blocks import tensor_key
+from talker_core.models._tensor_key import tensor_key
 from talker_core.models.liax_ops import (
     bias_leaky_relu,
     identity_grid,
@@ -203,6 +203,7 @@ class FirResample(nn.Module):
         super().__init__()
         self.up = up
         self.pad = (pad[0], pad[1], pad[0], pad[1])
+        self.kernel: torch.Tensor
         self.register_buffer("kernel", _binomial_kernel(gain))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -533,6 +534,7 @@ class Decoder(nn.Module):
             for block in getattr(self, f"{p}_2_rgb"):
                 warped = block(warped)
             rgb = getattr(self, f"rgb{q}")(warped, rgb)
+        assert rgb is not None  # _LEVELS >= 1
         return rgb
 
 
@@ -694,7 +696,7 @@ class StreamingRenderer:
                     item = self._queue.get()
                     if item is not None:
                         rows, event = item
-                        if event is not None:
+                        if event is not None and self._stream is not None:
                             self._stream.wait_event(event)
                             rows.record_stream(self._stream)
                         pending.append(rows)

@@ -8,8 +8,7 @@ pre-norm ``blocks`` (see :mod:`talker_core.models.blocks`) and a final ``norm`` 
 the CLS position is the patch token. Talker has two: ``speech_patch_encoder``
 and ``motion_patch_encoder``, both at the backbone width.
 
-Fast path (:meth:`PatchEncoder.encode`): the same function with a choice of
-linear kernel, and the last block computed for the CLS position only.
+The generation fast path runs it as :func:`talker_core.fast.heads.encode_patches`.
 
 Legend: B batch, T patches, P frames per patch, D input width, H output width.
 """
@@ -22,13 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from talker_core.models.blocks import (
-    AdjacentPairRotary,
-    RMSNorm,
-    TransformerBlock,
-    block_forward,
-    plain_linear,
-)
+from talker_core.models.blocks import AdjacentPairRotary, RMSNorm, TransformerBlock
 
 __all__ = ["PatchEncoderConfig", "PatchEncoder"]
 
@@ -89,19 +82,4 @@ class PatchEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, self.rope)
         # RMSNorm acts per position: normalising the CLS position alone is exact.
-        return self.norm(x[:, 0]).view(b, t, -1)
-
-    def encode(self, frames: torch.Tensor, linear=plain_linear) -> torch.Tensor:
-        """:meth:`forward` for the generation fast path: frames (B, T, P, D) → tokens (B, T, H).
-
-        ``linear`` is the linear kernel (see :class:`talker_core.models.blocks.LinearKernels`); the last
-        block computes the CLS position only. Equal to :meth:`forward` up to float rounding.
-        """
-        b, t, p, _ = frames.shape
-        x = linear(self.input_proj, frames)
-        cls = self.cls_token.to(x.dtype).expand(b, t, 1, -1)
-        x = torch.cat([cls, x], dim=2).flatten(0, 1)  # (B·T, P+1, H)
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            x = block_forward(block, x, self.rope, linear, rows=slice(0, 1) if i == last else None)
         return self.norm(x[:, 0]).view(b, t, -1)

@@ -13,15 +13,11 @@ The backbone is built offline from the sizes in :class:`TalkerConfig`, never
 from the hub; all weights come from the published ``model.safetensors`` through
 :data:`TALKER_KEYS` and :func:`talker_core.checkpoint.load_strict`.
 
-Fast path: :class:`StaticKVCache` and :meth:`TalkerModel.run_backbone_static` run
-the same Qwen3 function as ``llm.model`` (same weights, same rotary tables, same
-normalisation order) over a preallocated key/value cache, with an optional
-fixed-shape single-token step (position given as a device tensor, attention
-over the whole buffer under a mask) that a CUDA graph can capture.
+The fast path of generation (static key/value cache, prepared heads, ...) is
+:mod:`talker_core.fast`; this file does not depend on it.
 
 Legend: B batch, L sequence length, T patches, P frames per patch (4),
-D backbone width, C latent channels (32 speech, 40 motion), G speaker width (256),
-K key/value heads, E head width, M cache capacity (positions).
+D backbone width, C latent channels (32 speech, 40 motion), G speaker width (256).
 """
 
 from __future__ import annotations
@@ -32,16 +28,15 @@ import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from talker_core.checkpoint import KeyMap, load_strict
-from talker_core.models.blocks import plain_linear
 from talker_core.models.dit_head import DitConfig, DiTHead
 from talker_core.models.patch_encoder import PatchEncoder, PatchEncoderConfig
 
@@ -49,7 +44,6 @@ __all__ = [
     "BackboneConfig",
     "TalkerConfig",
     "TalkerModel",
-    "StaticKVCache",
     "TALKER_KEYS",
     "ATTN_IMPLEMENTATIONS",
     "cache_kwargs",
@@ -127,7 +121,8 @@ class BackboneConfig:
         """A transformers ``Qwen3Config`` with these sizes (built locally, no download)."""
         from transformers import Qwen3Config
 
-        return Qwen3Config(
+        # a dict: transformers' typed signature does not list every accepted keyword
+        kwargs: dict[str, Any] = dict(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
@@ -143,6 +138,7 @@ class BackboneConfig:
             use_cache=True,
             attn_implementation=attn_implementation,
         )
+        return Qwen3Config(**kwargs)
 
 
 @dataclass
@@ -381,37 +377,34 @@ class TalkerModel(nn.Module):
         """Task embedding (1, D): ``TASK_SPEECH_ONLY`` (0) or ``TASK_JOINT`` (1)."""
         return self.task_embedding.weight[task].unsqueeze(0)
 
-    def speech_tokens(self, frames: torch.Tensor, n_patches: int | None = None, linear=None) -> torch.Tensor:
+    def speech_tokens(self, frames: torch.Tensor, n_patches: int | None = None) -> torch.Tensor:
         """Speech latents (B, F, 32) → patch tokens (B, T, D).
 
         Frames are projected, then cut or extended to T·P frames with zero
         vectors in the projected space (T = ceil(F / P) unless ``n_patches``
-        is given), and encoded patch by patch. ``linear``: a linear kernel for
-        the fast path (:class:`talker_core.models.blocks.LinearKernels`; the encoder then
-        runs :meth:`PatchEncoder.encode`); None runs the modules.
+        is given, :meth:`patches_of`), and encoded patch by patch.
         """
-        return self._patch_tokens(frames, self.projector_speech, self.speech_patch_encoder, n_patches, linear)
+        frames = frames.to(device=self.device, dtype=self.dtype)
+        return self.speech_patch_encoder(self.patches_of(self.projector_speech(frames), n_patches))
 
-    def motion_tokens(self, frames: torch.Tensor, n_patches: int | None = None, linear=None) -> torch.Tensor:
+    def motion_tokens(self, frames: torch.Tensor, n_patches: int | None = None) -> torch.Tensor:
         """Normalised motion codes (B, F, 40) → patch tokens (B, T, D); see :meth:`speech_tokens`."""
-        return self._patch_tokens(frames, self.projector_motion, self.motion_patch_encoder, n_patches, linear)
+        frames = frames.to(device=self.device, dtype=self.dtype)
+        return self.motion_patch_encoder(self.patches_of(self.projector_motion(frames), n_patches))
 
-    def _patch_tokens(
-        self, frames: torch.Tensor, projector: nn.Module, encoder: PatchEncoder, n_patches: int | None, linear=None
-    ) -> torch.Tensor:
+    def patches_of(self, proj: torch.Tensor, n_patches: int | None = None) -> torch.Tensor:
+        """Projected frames (B, F, D) → (B, T, P, D): cut or zero-extended to T·P frames
+        (T = ceil(F / P) unless ``n_patches`` is given)."""
         ps = self.config.patch_size
-        b, f, _ = frames.shape
+        b, f, _ = proj.shape
         if n_patches is None:
             n_patches = -(-f // ps)
-        frames = frames.to(device=self.device, dtype=self.dtype)
-        proj = projector(frames) if linear is None else linear(projector.linear1, frames)
         total = n_patches * ps
         if f > total:
             proj = proj[:, :total]
         elif f < total:
             proj = F.pad(proj, (0, 0, 0, total - f))
-        proj = proj.view(b, n_patches, ps, -1)
-        return encoder(proj) if linear is None else encoder.encode(proj, linear)
+        return proj.view(b, n_patches, ps, -1)
 
     def stop_logit(self, h: torch.Tensor) -> torch.Tensor:
         """Stop logits: h (…, D) → (…), float32."""
@@ -430,67 +423,12 @@ class TalkerModel(nn.Module):
         except TypeError:  # transformers < 4.56 builds it without a config
             return DynamicCache()
 
-    def run_backbone(self, embeds: torch.Tensor, cache) -> torch.Tensor:
-        """Feed embeds (1, L, D) after what ``cache`` holds; returns the final-norm
-        hidden state at the last position (1, D) and extends ``cache`` in place.
-
-        ``cache`` is a transformers cache (:meth:`new_cache`) or a :class:`StaticKVCache`
-        (:meth:`new_static_cache`), which runs :meth:`run_backbone_static`."""
-        if isinstance(cache, StaticKVCache):
-            return self.run_backbone_static(embeds, cache)
+    def run_backbone(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Feed embeds (1, L, D) after what ``cache`` (a transformers cache, :meth:`new_cache`)
+        holds; returns the final-norm hidden state at the last position (1, D) and extends
+        ``cache`` in place."""
         out = self.llm.model(inputs_embeds=embeds.to(self.dtype), use_cache=True, **cache_kwargs(self.llm.model, cache))
         return out.last_hidden_state[:, -1]
-
-    # ------------------------------------------------------------------ fast path
-
-    @property
-    def supports_static_cache(self) -> bool:
-        """True when :meth:`run_backbone_static` reproduces ``llm.model`` (full attention in
-        every layer, default rotary embedding)."""
-        cfg = self.llm.config
-        types = getattr(cfg, "layer_types", None) or ["full_attention"]
-        rope = getattr(self.llm.model.rotary_emb, "rope_type", "default")
-        return all(t == "full_attention" for t in types) and rope == "default"
-
-    def new_static_cache(self, capacity: int, device=None, dtype=None) -> StaticKVCache:
-        """An empty :class:`StaticKVCache` of ``capacity`` positions (model device and dtype by default)."""
-        return StaticKVCache(self, capacity, device=device, dtype=dtype)
-
-    def run_backbone_static(
-        self, embeds: torch.Tensor, cache: StaticKVCache, linear=plain_linear, position: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The backbone over a :class:`StaticKVCache`: embeds (1, L, D) → final-norm hidden
-        state at the last position (1, D), same function as :meth:`run_backbone`.
-
-        Without ``position``: the tokens take positions ``cache.length`` … and
-        ``cache.length`` grows by L (attention over the filled part only).
-        With ``position`` ((1,) int64 on the cache's device, L must be 1): a
-        fixed-shape step that writes that position and attends over the whole
-        buffer under a mask; ``cache.length`` is not used or changed (the caller
-        advances ``position``). Nothing in it synchronises with the host.
-        ``linear`` is the linear kernel (:class:`talker_core.models.blocks.LinearKernels`).
-        """
-        x = embeds.to(self.dtype)
-        b, length, _ = x.shape
-        if b != 1:
-            raise ValueError(f"the backbone runs one sequence at a time, got batch {b}")
-        if position is None:
-            start = cache.length
-            if start + length > cache.capacity:
-                raise ValueError(
-                    f"static cache full: {start} + {length} positions exceed its capacity {cache.capacity}"
-                )
-            cos, sin = cache.cos[start : start + length], cache.sin[start : start + length]
-        else:
-            if length != 1:
-                raise ValueError("a fixed-shape backbone step takes one token")
-            cos, sin = cache.cos.index_select(0, position), cache.sin.index_select(0, position)
-            start = None
-        for i, layer in enumerate(self.llm.model.layers):
-            x = _qwen3_layer(layer, x, cos, sin, cache, i, start, position, linear)
-        if position is None:
-            cache.length += length
-        return self.llm.model.norm(x[:, -1:])[:, 0]
 
 
 def cache_kwargs(module: nn.Module, cache) -> dict[str, Any]:
@@ -501,111 +439,14 @@ def cache_kwargs(module: nn.Module, cache) -> dict[str, Any]:
     declares is used, so neither a deprecation warning nor a removed keyword
     reaches the user. Use as ``module(..., **cache_kwargs(module, cache))``.
     """
-    return {_cache_keyword(type(module)): cache}
+    return {_cache_keyword(cast(Hashable, type(module))): cache}  # one signature look-up per class
 
 
 @functools.cache
-def _cache_keyword(cls: type) -> str:
+def _cache_keyword(cls: Any) -> str:
     params = inspect.signature(cls.forward).parameters  # follows functools.wraps of the deprecation decorator
     if "cache" in params:
         return "cache"
     if "past_key_values" in params:
         return "past_key_values"
     raise TypeError(f"{cls.__module__}.{cls.__qualname__}.forward takes neither `cache` nor `past_key_values`")
-
-
-def _hf_rms(norm, x: torch.Tensor, fused: bool) -> torch.Tensor:
-    """transformers' ``Qwen3RMSNorm``; ``fused`` runs it as ``F.rms_norm`` (one kernel on CUDA)."""
-    if fused:
-        return F.rms_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.variance_epsilon).to(x.dtype)
-    return norm(x)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _qwen3_layer(layer, x, cos, sin, cache: StaticKVCache, index: int, start, position, linear) -> torch.Tensor:
-    """One Qwen3 decoder layer (transformers' ``Qwen3DecoderLayer`` function) over a static cache.
-
-    x (1, L, D); cos/sin (L, E). ``start`` (int): eager mode; ``position`` (tensor): fixed shape."""
-    attn = layer.self_attn
-    _, length, _ = x.shape
-    e = cache.head_dim
-    fused = x.is_cuda and hasattr(F, "rms_norm")
-    h = _hf_rms(layer.input_layernorm, x, fused)
-    q = _hf_rms(attn.q_norm, linear(attn.q_proj, h).view(1, length, -1, e), fused).transpose(1, 2)  # (1, N, L, E)
-    k = _hf_rms(attn.k_norm, linear(attn.k_proj, h).view(1, length, -1, e), fused).transpose(1, 2)  # (1, K, L, E)
-    v = linear(attn.v_proj, h).view(1, length, -1, e).transpose(1, 2)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
-    keys, values = cache.keys[index], cache.values[index]  # (1, K, M, E)
-    n_heads, n_kv = q.shape[1], k.shape[1]
-    groups = n_heads // n_kv
-    if position is not None:
-        keys.index_copy_(2, position, k)
-        values.index_copy_(2, position, v)
-        # the heads sharing a key/value head attend together: (1, K, groups, E) queries
-        mask = (cache.positions <= position).view(1, 1, 1, -1)
-        y = F.scaled_dot_product_attention(q.reshape(1, n_kv, groups, e), keys, values, attn_mask=mask)
-    else:
-        end = start + length
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        kk, vv = keys[:, :, :end], values[:, :, :end]
-        if length == 1:
-            y = F.scaled_dot_product_attention(q.reshape(1, n_kv, groups, e), kk, vv)
-        else:
-            kk = kk.repeat_interleave(groups, dim=1)
-            vv = vv.repeat_interleave(groups, dim=1)
-            if start == 0:
-                y = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
-            else:
-                allowed = torch.arange(end, device=x.device) <= (start + torch.arange(length, device=x.device))[:, None]
-                y = F.scaled_dot_product_attention(q, kk, vv, attn_mask=allowed)
-    y = y.reshape(1, n_heads, length, e).transpose(1, 2).reshape(1, length, n_heads * e)
-    x = x + linear(attn.o_proj, y)
-    h = _hf_rms(layer.post_attention_layernorm, x, fused)
-    mlp = layer.mlp
-    return x + linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, h)) * linear(mlp.up_proj, h))
-
-
-class StaticKVCache:
-    """Preallocated keys and values of every backbone layer, for :meth:`TalkerModel.run_backbone_static`.
-
-    keys, values: (layers, 1, K, M, E) in the model dtype (each layer's slice is updated in place);
-    cos, sin:     (M, E) rotary tables of positions 0…M−1, computed as transformers does
-                  (float32 angles, then the model dtype);
-    positions:    (M,) int64, 0…M−1 (the fixed-shape step's mask);
-    length:       positions filled by the eager (variable-shape) calls.
-    """
-
-    def __init__(self, model: TalkerModel, capacity: int, device=None, dtype=None):
-        if capacity < 1:
-            raise ValueError(f"static cache capacity must be positive, got {capacity}")
-        cfg = model.llm.config
-        device = torch.device(device) if device is not None else model.device
-        dtype = dtype or model.dtype
-        self.capacity = int(capacity)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        shape = (cfg.num_hidden_layers, 1, cfg.num_key_value_heads, self.capacity, self.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        rotary = model.llm.model.rotary_emb
-        inv_freq = rotary.inv_freq.to(device=device, dtype=torch.float32)
-        self.positions = torch.arange(self.capacity, device=device)
-        freqs = self.positions[:, None].float() * inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        scaling = getattr(rotary, "attention_scaling", 1.0)
-        self.cos = (emb.cos() * scaling).to(dtype)
-        self.sin = (emb.sin() * scaling).to(dtype)
-        self.length = 0
-
-    def reset(self) -> None:
-        """Forget the cached positions (the buffers are reused)."""
-        self.length = 0
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.keys.numel() * self.keys.element_size()

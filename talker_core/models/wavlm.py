@@ -383,10 +383,7 @@ class FeatureExtractor(nn.Module):
         blocks = []
         c_in = 1
         for i, spec in enumerate(config.conv_layers):
-            if config.extractor_mode == "layer_norm":
-                norm = "layer"
-            else:
-                norm = "group" if i == 0 else None
+            norm = "layer" if config.extractor_mode == "layer_norm" else "group" if i == 0 else None
             blocks.append(_ConvBlock(c_in, spec, config.conv_bias, norm))
             c_in = spec[0]
         self.conv_layers = nn.ModuleList(blocks)
@@ -538,7 +535,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
-        bias = self.layers[0].self_attn.position_bias(x.shape[1]) if self.relative else None
+        first: EncoderLayer = self.layers[0]  # type: ignore[assignment]  # ModuleList items are Modules
+        bias = first.self_attn.position_bias(x.shape[1]) if self.relative else None
         states = []
         for layer in self.layers:
             states.append(x)

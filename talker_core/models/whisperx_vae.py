@@ -313,10 +313,8 @@ class _WeightNormConv(nn.Module):
         # kernel bit-identical to the reference (its fused CPU/CUDA reduction rounds differently
         # from a plain norm, and the decoder amplifies last-bit differences).
         v32, g32 = v.float(), g.float()
-        if _weight_norm_op is not None:
-            w = _weight_norm_op(v32, g32, 0)
-        else:  # same function, possibly different last bits
-            w = v32 * (g32 / self._norm(v32))
+        # without the op: the same function, possibly different last bits
+        w = _weight_norm_op(v32, g32, 0) if _weight_norm_op is not None else v32 * (g32 / self._norm(v32))
         return w.to(v.dtype)
 
     @torch.no_grad()
@@ -543,6 +541,7 @@ class WhisperAudioEncoder(nn.Module):
         self.n_ctx = cfg.n_audio_ctx
         self.conv1 = nn.Conv1d(cfg.n_mels, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.positional_embedding: torch.Tensor
         self.register_buffer("positional_embedding", _sinusoids(cfg.n_audio_ctx, d), persistent=False)
         self.blocks = nn.ModuleList([WhisperBlock(d, cfg.n_audio_head) for _ in range(cfg.n_audio_layer)])
         self.ln_post = nn.LayerNorm(d)
@@ -701,7 +700,7 @@ class WhisperXVAE(nn.Module):
             )
         wav24 = wav24[:, : frames * self.hop]
         mel = whisper_log_mel(wav16, n_mels=self.cfg.whisper.n_mels)
-        return self.encode(wav24.unsqueeze(0), mel.unsqueeze(0))
+        return self.encode(wav24.unsqueeze(0).to(p.dtype), mel.unsqueeze(0).to(p.dtype))
 
 
 # ---------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from talker_core.pipeline.request import (
     MIN_REFERENCE_SECONDS,
     Cancelled,
     Hooks,
+    InputNames,
     Mode,
     TalkRequest,
     TalkResult,
 )
-from talker_core.pipeline.text import check_speakable, split_text, unspeakable_reason
+from talker_core.pipeline.text import check_speakable, split_text, unspeakable_message, unspeakable_reason
 
 __all__ = [
     "MAX_REFERENCE_SECONDS",
@@ -39,6 +40,7 @@ __all__ = [
     "MIN_REFERENCE_SECONDS",
     "Mode",
     "Hooks",
+    "InputNames",
     "Cancelled",
     "TalkRequest",
     "TalkResult",
@@ -53,5 +55,6 @@ __all__ = [
     "RenderOutOfMemory",
     "split_text",
     "check_speakable",
+    "unspeakable_message",
     "unspeakable_reason",
 ]

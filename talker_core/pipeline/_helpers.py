@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 
 from talker_core.media._common import warn_clipping
-from talker_core.pipeline.request import MAX_SEGMENT_FRAMES, MIN_REFERENCE_SECONDS
-from talker_core.types import (
-    FPS,
-)
+from talker_core.pipeline.request import MIN_REFERENCE_SECONDS
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -49,10 +46,6 @@ def _check_audible(wav: torch.Tensor, sample_rate: int, what: str) -> None:
         )
     if float(wav.abs().max()) < 1e-4:
         raise ValueError(f"{what} is silent; give a recording of the voice to clone")
-
-
-def _latent_frames(n_samples_16k: int) -> int:
-    return max(1, min(int(n_samples_16k / 16000 * FPS), MAX_SEGMENT_FRAMES))
 
 
 class NonFiniteError(ValueError):

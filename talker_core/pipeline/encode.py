@@ -12,7 +12,6 @@ from talker_core.pipeline._helpers import (
     _as_waveform,
     _check_audible,
     _device_dtype,
-    _latent_frames,
     check_finite,
 )
 from talker_core.pipeline.request import (
@@ -23,7 +22,6 @@ from talker_core.pipeline.request import (
 from talker_core.types import (
     FPS,
     MOTION_DIM,
-    SAMPLE_RATE,
     Identity,
     MotionCodes,
     MotionStats,
@@ -51,21 +49,17 @@ def _warn_cut(what: str, seconds: float, max_seconds: float) -> None:
 
 @torch.inference_mode()
 def _vae_encode(vae, wav_mono: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Encode at most 30 s of mono audio (1, N) the way the reference prepares it.
+    """Encode at most 30 s of mono audio (1, N) the way the reference prepares it
+    (:meth:`WhisperXVAE.encode_waveform`, the golden-tested function).
 
     Returns (latents (T, 32) float32 CPU, 16 kHz signal (1, N16) trimmed to the latent length, T).
     """
-    from talker_core.models.audio_frontend import resample, whisper_log_mel
+    from talker_core.models.audio_frontend import WHISPER_SAMPLE_RATE, resample
 
-    device, dtype = _device_dtype(vae)
-    wav16 = resample(wav_mono, sample_rate, 16000)[:, : int(16000 * MAX_REFERENCE_SECONDS)]
-    wav24 = resample(wav_mono, sample_rate, SAMPLE_RATE)[:, : int(SAMPLE_RATE * MAX_REFERENCE_SECONDS)]
-    frames = _latent_frames(wav16.shape[-1])
-    mel = whisper_log_mel(wav16)  # (128, 3000): the 16 kHz signal padded to 30 s
-    wav24 = wav24[:, : frames * (SAMPLE_RATE // FPS)]
-    latents = vae.encode(wav24[None].to(device, dtype), mel[None].to(device, dtype))
-    latents = latents[0, :frames].float().cpu()
-    return latents, wav16[:, : frames * (16000 // FPS)], frames
+    latents = vae.encode_waveform(wav_mono, sample_rate)[0].float().cpu()
+    frames = latents.shape[0]
+    wav16 = resample(wav_mono, sample_rate, WHISPER_SAMPLE_RATE)[:, : frames * (WHISPER_SAMPLE_RATE // FPS)]
+    return latents, wav16, frames
 
 
 @torch.inference_mode()

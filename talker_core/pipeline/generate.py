@@ -20,7 +20,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
-from talker_core.pipeline.text import split_text, unspeakable_reason
+from talker_core.pipeline.text import split_text
 from talker_core.types import (
     FPS,
     PATCH,
@@ -74,23 +74,14 @@ def _forced_windows(
 
 
 def _validate_wiring(request: TalkRequest, voice, face, reference_motion, forced_speech, forced_motion) -> None:
-    mode = request.mode
-    if forced_speech is not None and forced_motion is not None:
-        raise ValueError("give either driving speech (A2V) or driving motion (V2A), not both")
-    if mode == Mode.A2V and forced_speech is None:
-        raise ValueError("A2V (audio-driven video) needs driving speech latents")
-    if mode == Mode.V2A and forced_motion is None:
-        raise ValueError("V2A (dubbing) needs driving motion codes from a talking clip")
-    if mode in (Mode.T2AV, Mode.SPEECH) and (forced_speech is not None or forced_motion is not None):
-        raise ValueError(f"mode {mode!r} samples every stream; use mode 'a2v' or 'v2a' to drive one")
-    if mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and voice is None:
-        raise ValueError(f"mode {mode!r} needs a reference voice (speaker embedding) to speak with")
-    if mode in (Mode.T2AV, Mode.A2V) and face is None and reference_motion is None:
-        raise ValueError(f"mode {mode!r} needs a reference face (or reference motion) to animate")
-    if mode in (Mode.T2AV, Mode.SPEECH):
-        reason = unspeakable_reason(request.text)
-        if reason is not None:
-            raise ValueError(f"{reason}; give the words to speak")
+    Mode.check(
+        request.mode,
+        text=request.text,
+        voice=voice is not None,
+        face=face is not None or reference_motion is not None,
+        forced_speech=forced_speech is not None,
+        forced_motion=forced_motion is not None,
+    )
     if len(request.text) > MAX_TEXT_CHARS:
         raise ValueError(
             f"the text has {len(request.text)} characters; at most {MAX_TEXT_CHARS} are accepted per request. "
@@ -149,6 +140,7 @@ def generate(
     ``segment_prefix_seconds`` as its prefix, so voice, prosody and motion carry over.
     Returned latents include the reference prefix of the first segment.
     """
+    from talker_core.fast import FastPatchStep
     from talker_core.generation.engine import (
         GenerationCancelled,
         GenerationMode,
@@ -199,7 +191,7 @@ def generate(
     else:
         segments = [_Segment(t) for t in split_text(request.text, request.max_segment_chars)]
 
-    engine = TalkerGenerator(model)
+    engine = TalkerGenerator(model, step=FastPatchStep())
     gen_speech: list[torch.Tensor] = []
     gen_motion: list[torch.Tensor] = []
     prefix_speech = prefix_motion = None
@@ -235,7 +227,9 @@ def generate(
                 tail = (tail // PATCH) * PATCH
             ref_speech = all_speech[all_speech.shape[0] - tail :]
             ref_motion = (
-                torch.cat(gen_motion, 0)[-tail:] if (joint and tail) else (first_motion[None] if joint else None)
+                torch.cat(gen_motion, 0)[-tail:]
+                if (joint and tail)
+                else (first_motion[None] if (joint and first_motion is not None) else None)
             )
             prefix_k = tail
         room = max(PATCH, seg_frames - prefix_k)
@@ -286,7 +280,7 @@ def generate(
             prefix_speech = out.prefix_speech
             prefix_motion = out.prefix_motion
         gen_speech.append(out.gen_speech[:keep])
-        if joint:
+        if joint and out.gen_motion is not None:
             gen_motion.append(out.gen_motion[:keep])
         p_stop.extend(out.p_stop)
         produced += keep

@@ -9,6 +9,8 @@ from typing import Optional
 
 import torch
 
+from talker_core.params import PARAMS, default
+from talker_core.pipeline.text import unspeakable_message
 from talker_core.types import (
     MotionCodes,
     SpeechLatents,
@@ -22,8 +24,23 @@ MIN_REFERENCE_SECONDS = 0.5
 MAX_TEXT_CHARS = 10_000  # about 10 minutes of speech; longer texts are refused, not silently cut
 
 
+@dataclass(frozen=True)
+class InputNames:
+    """How a host names the inputs in wiring errors (the nodes' sockets, the CLI's options)."""
+
+    text: str = "text"
+    voice: str = "voice"
+    face: str = "face"
+    forced_speech: str = "forced_speech"
+    forced_motion: str = "forced_motion"
+    speech_only: str = "speech_only"
+    given: str = "given"  # "connected" for sockets
+    voice_hint: str = ""
+    face_hint: str = ""
+
+
 class Mode:
-    """Which streams are sampled."""
+    """Which streams are sampled; :meth:`from_inputs` / :meth:`check` are the one wiring check."""
 
     T2AV = "t2av"  # speech and motion sampled from text
     A2V = "a2v"  # speech given (forced), motion sampled
@@ -31,6 +48,71 @@ class Mode:
     SPEECH = "speech"  # speech only
 
     ALL = (T2AV, A2V, V2A, SPEECH)
+    NAMES = {T2AV: "T2AV", A2V: "A2V", V2A: "V2A", SPEECH: "speech only"}
+
+    @staticmethod
+    def from_inputs(
+        *,
+        speech_only: bool = False,
+        forced_speech: bool = False,
+        forced_motion: bool = False,
+        names: InputNames = InputNames(),
+    ) -> str:
+        """The mode that follows from what is given: a forced speech stream → A2V, a forced motion
+        stream → V2A, ``speech_only`` → speech only, else T2AV. Contradictions raise ValueError."""
+        if forced_speech and forced_motion:
+            raise ValueError(
+                f"{names.forced_speech} and {names.forced_motion} are both {names.given}: force one stream and let "
+                f"the model sample the other ({names.forced_speech} → audio-driven video, {names.forced_motion} → dubbing)"
+            )
+        if speech_only:
+            if forced_speech or forced_motion:
+                forced = names.forced_speech if forced_speech else names.forced_motion
+                raise ValueError(
+                    f"{names.speech_only} is on, but {forced} is {names.given}: remove it or turn {names.speech_only} off"
+                )
+            return Mode.SPEECH
+        if forced_speech:
+            return Mode.A2V
+        return Mode.V2A if forced_motion else Mode.T2AV
+
+    @staticmethod
+    def check(
+        mode: str,
+        *,
+        text: Optional[str] = None,
+        voice: bool,
+        face: bool,
+        forced_speech: bool = False,
+        forced_motion: bool = False,
+        names: InputNames = InputNames(),
+    ) -> None:
+        """What ``mode`` needs, with errors naming the inputs (``text=None``: not checked here)."""
+        if mode not in Mode.ALL:
+            raise ValueError(f"mode must be one of {', '.join(Mode.ALL)}, got {mode!r}")
+        name = Mode.NAMES[mode]
+        if forced_speech and forced_motion:
+            Mode.from_inputs(forced_speech=True, forced_motion=True, names=names)
+        if mode == Mode.A2V and not forced_speech:
+            raise ValueError(
+                f"A2V (audio-driven video) needs driving speech: {names.forced_speech} is not {names.given}"
+            )
+        if mode == Mode.V2A and not forced_motion:
+            raise ValueError(
+                f"V2A (dubbing) needs driving motion from a talking clip: {names.forced_motion} is not {names.given}"
+            )
+        if mode in (Mode.T2AV, Mode.SPEECH) and (forced_speech or forced_motion):
+            raise ValueError(f"{name} samples every stream; use mode 'a2v' or 'v2a' to drive one")
+        if text is not None and mode in (Mode.T2AV, Mode.SPEECH):
+            message = unspeakable_message(text, names.text, name)
+            if message is not None:
+                raise ValueError(message)
+        if mode in (Mode.T2AV, Mode.V2A, Mode.SPEECH) and not voice:
+            raise ValueError(f"{names.voice} is not {names.given}: {name} needs a reference voice{names.voice_hint}")
+        if mode in (Mode.T2AV, Mode.A2V) and not face:
+            raise ValueError(
+                f"{names.face} is not {names.given}: {name} makes a video and needs a face{names.face_hint}"
+            )
 
 
 class Cancelled(Exception):
@@ -61,54 +143,34 @@ class Hooks:
 
 @dataclass
 class TalkRequest:
-    """One generation request. Sampling defaults are the paper's recipe."""
+    """One generation request. Defaults, ranges and meanings: :data:`talker_core.params.PARAMS`
+    (the paper's recipe)."""
 
     text: str = ""
     mode: str = Mode.T2AV
-    seed: int = 0
-    steps: int = 10
-    cfg: float = 2.0
-    temperature: float = 0.3
-    sway: float = 1.0
-    cfg_zero_star: bool = True
-    stop_threshold: float = 0.5
-    stop_consecutive: int = 3
-    prefix_seconds: float = 0.0  # style cloning: seconds of the reference fed as a prefix
-    max_seconds: float = 30.0  # length bound of the generated part (all segments together)
-    segment_prefix_seconds: float = 2.0  # long form: tail of the previous segment fed to the next
-    max_segment_seconds: float = 30.0  # long form: length bound of one segment (≤ 30 s, the training length)
-    max_segment_chars: int = 300  # long form: text budget of one segment (split at sentences)
+    seed: int = default("seed")
+    steps: int = default("steps")
+    cfg: float = default("cfg")
+    temperature: float = default("temperature")
+    sway: float = default("sway")
+    cfg_zero_star: bool = default("cfg_zero_star")
+    stop_threshold: float = default("stop_threshold")
+    stop_consecutive: int = default("stop_consecutive")
+    prefix_seconds: float = default("prefix_seconds")
+    max_seconds: float = default("max_seconds")
+    segment_prefix_seconds: float = default("segment_prefix_seconds")
+    max_segment_seconds: float = default("max_segment_seconds")
+    max_segment_chars: int = default("max_segment_chars")
     max_prompt_tokens: int = 1000
 
     def __post_init__(self):
         if self.mode not in Mode.ALL:
             raise ValueError(f"mode must be one of {', '.join(Mode.ALL)}, got {self.mode!r}")
-        checks = [
-            (1 <= self.steps <= 200, f"steps must be in 1..200, got {self.steps}"),
-            (0.0 <= self.cfg <= 20.0, f"cfg must be in 0..20, got {self.cfg}"),
-            (0.0 <= self.temperature <= 5.0, f"temperature must be in 0..5, got {self.temperature}"),
-            (-1.0 <= self.sway <= 2.0, f"sway must be in -1..2, got {self.sway}"),
-            (0.0 < self.stop_threshold <= 1.0, f"stop_threshold must be in (0, 1], got {self.stop_threshold}"),
-            (self.stop_consecutive >= 1, f"stop_consecutive must be >= 1, got {self.stop_consecutive}"),
-            (
-                0.0 <= self.prefix_seconds <= MAX_REFERENCE_SECONDS,
-                f"prefix_seconds must be in 0..{MAX_REFERENCE_SECONDS:g}, got {self.prefix_seconds}",
-            ),
-            (0.0 < self.max_seconds <= 3600.0, f"max_seconds must be in (0, 3600], got {self.max_seconds}"),
-            (
-                0.0 <= self.segment_prefix_seconds <= 10.0,
-                f"segment_prefix_seconds must be in 0..10, got {self.segment_prefix_seconds}",
-            ),
-            (self.max_segment_chars >= 20, f"max_segment_chars must be >= 20, got {self.max_segment_chars}"),
-            (
-                0.16 <= self.max_segment_seconds <= 30.0,
-                f"max_segment_seconds must be in 0.16..30, got {self.max_segment_seconds}",
-            ),
-            (0 <= self.seed < 2**64, f"seed must be in 0..2^64-1, got {self.seed}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name, spec in PARAMS.items():
+            value = getattr(self, name)
+            if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            spec.check(value)
         if not isinstance(self.text, str):
             raise ValueError("text must be a string")
 

@@ -85,6 +85,14 @@ def unspeakable_reason(text: str) -> Optional[str]:
     return "the text has no letters or digits to speak: it holds " + " and ".join(parts)
 
 
+def unspeakable_message(text: str, input_name: str, mode_name: str) -> Optional[str]:
+    """The error for a text with nothing to speak, naming the input and the mode; None when it is speakable."""
+    if not text or not text.strip():
+        return f"{input_name} is empty: {mode_name} needs the words to speak"
+    reason = unspeakable_reason(text)
+    return None if reason is None else f"{input_name}: {reason}; {mode_name} needs the words to speak"
+
+
 def _describe_chars(text: str, limit: int = 4) -> str:
     seen = list(dict.fromkeys(text))
     names = [f"U+{ord(ch):04X} {unicodedata.name(ch, unicodedata.category(ch))}" for ch in seen[:limit]]

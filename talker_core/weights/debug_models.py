@@ -44,6 +44,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -179,7 +180,7 @@ def _write_whisperx(path: Path, seed: int) -> None:
     try:
         from omegaconf import OmegaConf
 
-        cfg = OmegaConf.create(tree)
+        cfg: Any = OmegaConf.create(tree)
     except ImportError:
         cfg = tree
     first = next(iter(sd.values()))

@@ -123,13 +123,14 @@ def _network_failure(exc: BaseException) -> Optional[BaseException]:
     import socket
 
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
-            return exc
-        if any(part in type(exc).__name__ for part in _NETWORK_ERROR_NAMES):
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError, socket.gaierror)):
+            return current
+        if any(part in type(current).__name__ for part in _NETWORK_ERROR_NAMES):
+            return current
+        current = current.__cause__ or current.__context__
     return None
 
 

@@ -28,16 +28,17 @@ present) is checked against the sizes built (:func:`check_backbone_config`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -608,7 +609,7 @@ def _read_whisperx(path: Path):
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("whisperx_vae", payload, meta, path, "CodecEnc.*, semantic_model.encoder.*")
     if fmt == "safetensors":
-        sd = payload
+        sd = cast("dict[str, torch.Tensor]", payload)
         config = _config_from_meta(meta, WhisperXVAEConfig, path) or _whisperx_config_from_shapes(sd, path)
         return sd, config
     if not isinstance(payload, Mapping):
@@ -666,10 +667,9 @@ def _read_liax(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
-    if fmt == "pickle":
-        sd = state_dict_from_file(payload, source=str(path))
-    else:
-        sd = payload
+    sd = (
+        state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
+    )
     config = _config_from_meta(meta, LiaXConfig, path) or LiaXConfig.from_state_dict_shapes(sd, source=str(path))
     return sd, config
 
@@ -704,10 +704,9 @@ def _read_speaker(path: Path):
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
     _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
-    if fmt == "pickle":
-        sd = state_dict_from_file(payload, source=str(path))
-    else:
-        sd = payload
+    sd = (
+        state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
+    )
     config = _config_from_meta(meta, SpeakerEncoderConfig, path) or config_from_state_dict(sd, source=str(path))
     return sd, config
 
@@ -729,7 +728,7 @@ def load_speaker_encoder(
     return _finish(model, device, dtype)
 
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[..., Any]] = {
     "talker": load_talker,
     "whisperx_vae": load_whisperx_vae,
     "liax": load_liax,
@@ -779,6 +778,7 @@ def key_map(kind: str) -> KeyMap:
 
 def build_module(kind: str, config, device: str | torch.device = "meta") -> torch.nn.Module:
     """The module one component's file loads into, built on ``device`` (by default without memory)."""
+    cls: Any
     if kind == "talker":
         from talker_core.models.talker import TalkerModel as cls
     elif kind == "whisperx_vae":
@@ -867,10 +867,8 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
 
 def _default_permissions(path: Path) -> None:
     """Give a written file the usual permissions (rw for the owner, r for others); the writer makes it 0600."""
-    try:
+    with contextlib.suppress(OSError):  # e.g. a file system without permissions
         os.chmod(path, 0o644)
-    except OSError:  # pragma: no cover - e.g. a file system without permissions
-        pass
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> None:
