@@ -24,7 +24,7 @@ def _install_module():
 def test_install_checks_exactly_the_requirements():
     checked = _install_module().required()
     assert sorted(checked.values()) == sorted(_requirements())
-    assert checked["PIL"] == "pillow>=9.0"  # an import name that differs from the pip name
+    assert checked["PIL"].startswith("pillow")  # an import name that differs from the pip name
     for name in checked:  # every import name it derives is importable here (CI installs requirements.txt)
         assert importlib.util.find_spec(name) is not None, name
 
