@@ -19,7 +19,6 @@ REQUIRED = {  # import name → pip name (requirements.txt)
     "safetensors": "safetensors>=0.4.3",
     "numpy": "numpy>=1.25",
     "av": "av>=12.0",
-    "imageio_ffmpeg": "imageio-ffmpeg>=0.5",
     "huggingface_hub": "huggingface_hub>=0.30",
 }
 OPTIONAL = {"flash_attn": "attention 'flash_attention_2' on the loader (sdpa works without it)"}
