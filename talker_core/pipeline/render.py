@@ -22,13 +22,85 @@ log = logging.getLogger(__name__)
 # decoding and rendering
 
 
+SPEECH_DECODE_CHUNK = 250  # latent frames (10 s) decoded at a time: the decoder's memory is flat in the length
+
+
+class SpeechDecoder:
+    """Speech latents → waveform, incrementally, equal to a one-piece decode.
+
+    ``push(latents)`` takes the next latent frames (n, 32) and returns the waveform samples
+    (1, k) that are now final; ``flush()`` returns the rest. The WhisperX-VAE decoder is
+    convolutional, so a sample depends only on latents within
+    :meth:`~talker_core.models.whisperx_vae.WhisperXVAE.decoder_context_frames` frames of it:
+    each span is decoded with that many extra frames on each side and only its own samples are
+    kept, which gives the one-piece decode's samples (to float rounding). Audio therefore lags
+    the latents by that context (13 frames, 0.52 s, for the release decoder); memory depends on
+    ``chunk`` only, never on the clip's length.
+
+    chunk: latent frames decoded per call (at least one; smaller chunks mean earlier audio
+    and more recomputed context).
+    """
+
+    def __init__(self, vae, chunk: int = SPEECH_DECODE_CHUNK):
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.vae, self.chunk = vae, int(chunk)
+        self.context = int(vae.decoder_context_frames())
+        self.hop = int(vae.hop)
+        self._buf = torch.zeros(0, vae.cfg.codec_decoder.z_dim)
+        self._buf_start = 0  # absolute frame index of _buf[0]
+        self.frames_in = 0  # latent frames pushed
+        self.frames_out = 0  # latent frames whose samples were returned
+
+    def push(self, latents: torch.Tensor) -> torch.Tensor:
+        """Add latent frames (n, 32); returns the newly final samples (1, k), float32 CPU in [-1, 1]."""
+        if latents.ndim != 2 or latents.shape[1] != self._buf.shape[1]:
+            raise ValueError(f"latents must have shape (frames, {self._buf.shape[1]}), got {tuple(latents.shape)}")
+        self._buf = torch.cat([self._buf, latents.detach().float().cpu()])
+        self.frames_in += latents.shape[0]
+        parts = []
+        while self.frames_in - self.context - self.frames_out >= self.chunk:
+            parts.append(self._decode(self.frames_out + self.chunk))
+        return torch.cat(parts, 1) if parts else torch.zeros(1, 0)
+
+    def flush(self) -> torch.Tensor:
+        """The samples of every frame not returned yet (1, k)."""
+        if self.frames_out >= self.frames_in:
+            return torch.zeros(1, 0)
+        parts = []
+        while self.frames_out < self.frames_in:
+            parts.append(self._decode(min(self.frames_in, self.frames_out + self.chunk)))
+        return torch.cat(parts, 1)
+
+    @torch.inference_mode()
+    def _decode(self, until: int) -> torch.Tensor:
+        lo = max(0, self.frames_out - self.context)
+        hi = min(self.frames_in, until + self.context)
+        window = self._buf[lo - self._buf_start : hi - self._buf_start]
+        device, dtype = _device_dtype(self.vae)
+        wav = self.vae.decode(window[None].to(device, dtype))
+        check_finite(wav, "speech decoding", self.vae)
+        wav = wav[0].float().clamp(-1, 1).cpu()
+        keep = wav[:, (self.frames_out - lo) * self.hop : (until - lo) * self.hop]
+        self.frames_out = until
+        drop = max(0, self.frames_out - self.context) - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+        return keep
+
+
 @torch.inference_mode()
-def decode_speech(vae, speech: SpeechLatents) -> torch.Tensor:
-    """Speech latents (T, 32) → waveform (1, T·960) at 24 kHz, float32 CPU, in [-1, 1]."""
-    device, dtype = _device_dtype(vae)
-    wav = vae.decode(speech.latents[None].to(device, dtype))
-    check_finite(wav, "speech decoding", vae)
-    return wav[0].float().clamp(-1, 1).cpu()
+def decode_speech(vae, speech: SpeechLatents, chunk: int = SPEECH_DECODE_CHUNK) -> torch.Tensor:
+    """Speech latents (T, 32) → waveform (1, T·960) at 24 kHz, float32 CPU, in [-1, 1].
+
+    Decoded ``chunk`` frames at a time with overlapping context (:class:`SpeechDecoder`), so a long
+    clip never passes through the decoder at once; the result equals a one-piece decode.
+    """
+    if speech.latents.shape[0] == 0:
+        raise ValueError("speech latents are empty (0 frames)")
+    dec = SpeechDecoder(vae, chunk)
+    return torch.cat([dec.push(speech.latents), dec.flush()], 1)
 
 
 class RenderOutOfMemory(RuntimeError):
