@@ -8,7 +8,7 @@ import torch
 from talker_core import pipeline as P
 from talker_core.models.whisperx_vae import WhisperXVAE, WhisperXVAEConfig
 from talker_core.pipeline.render import SpeechDecoder
-from talker_core.types import SpeechLatents
+from talker_core.types import MotionCodes, SpeechLatents
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,64 @@ def test_speech_decoder_emits_audio_as_latents_arrive(vae):
     assert dec.push(torch.randn(1, 32)).shape[1] == 4 * vae.hop
     assert dec.flush().shape[1] == ctx * vae.hop
     assert dec._buf.shape[0] <= ctx + 4 + 1  # only the context is kept
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+@pytest.fixture(scope="module")
+def liax_face():
+    from talker_core.models.liax import LiaXConfig, LiaXGenerator
+
+    torch.manual_seed(3)
+    gen = LiaXGenerator(LiaXConfig.tiny()).eval()
+    return gen, P.encode_face(gen, torch.rand(64, 64, 3))
+
+
+def _count_blocks(gen):
+    """Forward pre-hooks on every decoder block: how many ran (shared counter)."""
+    from talker_core.models.liax import FlowResBlock, PlainResBlock
+
+    seen = {"n": 0}
+    handles = [
+        m.register_forward_pre_hook(lambda *_: seen.__setitem__("n", seen["n"] + 1))
+        for m in gen.dec.modules()
+        if isinstance(m, (FlowResBlock, PlainResBlock))
+    ]
+    return seen, handles
+
+
+def test_cancel_during_render_stops_within_a_frame(liax_face):
+    """A cancel raised while a 4-frame batch renders stops it at the next decoder block, long
+    before the batch (or even one frame's share of it) is done."""
+    gen, face = liax_face
+    seen, handles = _count_blocks(gen)
+    try:
+        P.render_motion(gen, face, MotionCodes(torch.zeros(1, 40)), chunk=1)
+        per_frame = seen["n"]  # blocks in one render call
+        assert per_frame >= 40
+        seen["n"] = 0
+        state = {"cancel_at": None}
+
+        def should_cancel():
+            if state["cancel_at"] is None and seen["n"] >= per_frame + 10:  # 10 blocks into the 4-frame batch
+                state["cancel_at"] = seen["n"]
+            return state["cancel_at"] is not None
+
+        reports = []
+        with pytest.raises(P.Cancelled):
+            P.render_motion(
+                gen,
+                face,
+                MotionCodes(torch.zeros(5, 40)),
+                chunk=4,
+                hooks=P.Hooks(should_cancel=should_cancel, progress=lambda d, t, s, p: reports.append((d, p))),
+            )
+        assert state["cancel_at"] is not None
+        assert seen["n"] == state["cancel_at"]  # not one more block ran after the cancel was asked for
+        assert [d for d, _ in reports] == [1]  # the first frame was reported (with a preview), the batch never
+        assert reports[0][1] is not None and reports[0][1].shape == (512, 512, 3)
+    finally:
+        for h in handles:
+            h.remove()
+

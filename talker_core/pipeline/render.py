@@ -119,6 +119,56 @@ def _free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+class FrameRenderer:
+    """Motion codes → frames, a batch at a time, for one identity; shared by :func:`render_motion`
+    and the streaming path (:mod:`talker_core.pipeline.stream`).
+
+    ``render(codes)`` takes normalised motion codes (B, 40) and returns frames (B, 512, 512, 3)
+    float32 [0, 1] on the CPU. ``hooks.check`` is also polled between the decoder's blocks, so a
+    cancel takes effect within a fraction of one frame's rendering, not after the batch. When a
+    batch runs out of memory it is split (down to one frame) and the smaller size is kept; only
+    if a single frame does not fit is :class:`RenderOutOfMemory` raised.
+    """
+
+    def __init__(self, liax, face: Identity, chunk: int = 8, hooks: Optional[Hooks] = None, stats=None):
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.liax, self.chunk = liax, int(chunk)
+        self.hooks = hooks or Hooks()
+        self.stats = stats or MotionStats.release()
+        self.device, self.dtype = _device_dtype(liax)
+        self.z = face.z.to(self.device, self.dtype)
+        self.feats = [f.to(self.device, self.dtype) for f in face.feats]
+
+    @torch.inference_mode()
+    def render(self, codes: torch.Tensor) -> torch.Tensor:
+        raw = self.stats.denormalize(codes)
+        parts, start = [], 0
+        while start < raw.shape[0]:
+            self.hooks.check()
+            take = min(self.chunk, raw.shape[0] - start)
+            alpha = raw[start : start + take].to(self.device, self.dtype)
+            try:
+                frames = self.liax.render(self.z, self.feats, alpha, check=self.hooks.check)
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                _free_device_memory(self.device)
+                if take == 1:
+                    raise RenderOutOfMemory(
+                        f"rendering one 512×512 frame does not fit in {self.device} memory; free memory (close "
+                        "other models), use a lower precision, or render on the CPU. The generated motion is "
+                        "kept: retry the render only"
+                    ) from exc
+                self.chunk = max(1, take // 2)
+                log.warning("out of memory rendering; retrying with %d frame(s) per chunk", self.chunk)
+                continue
+            check_finite(frames, f"rendering ({take} frame(s) of {raw.shape[0]} in this call)", self.liax)
+            parts.append(((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu())
+            start += take
+        return torch.cat(parts) if parts else torch.zeros(0, 512, 512, 3)
+
+
 @torch.inference_mode()
 def render_motion(
     liax,
@@ -132,45 +182,27 @@ def render_motion(
 ) -> torch.Tensor:
     """Motion codes → video frames (T, 512, 512, 3) on the CPU: float32 in [0, 1], or uint8 with ``as_uint8``.
 
-    Frames are rendered ``chunk`` at a time; ``hooks`` is told after every chunk and may cancel.
-    When a chunk runs out of memory the chunk is halved and retried (down to one frame); only if
-    a single frame does not fit is :class:`RenderOutOfMemory` raised. Nothing the caller passed in
-    is modified, so a failed render can be retried with other settings without generating again.
+    Frames are rendered ``chunk`` at a time, except the first, which is rendered alone so that
+    the first progress report (with its preview) comes with the first frame. ``hooks`` is told
+    after every chunk; its cancel is polled between the decoder's blocks too (within a frame).
+    On out of memory the chunk is halved and retried (down to one frame); see
+    :class:`FrameRenderer`. Nothing the caller passed in is modified, so a failed render can be
+    retried with other settings without generating again. The whole clip is held in memory: long
+    clips go through :mod:`talker_core.pipeline.stream` instead.
     """
     hooks = hooks or Hooks()
-    stats = stats or MotionStats.release()
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    raw = stats.denormalize(motion.codes)
-    device, dtype = _device_dtype(liax)
-    z = face.z.to(device, dtype)
-    feats = [f.to(device, dtype) for f in face.feats]
-    total = raw.shape[0]
+    renderer = FrameRenderer(liax, face, chunk=chunk, hooks=hooks, stats=stats)
+    total = motion.codes.shape[0]
     out = torch.empty((total, 512, 512, 3), dtype=torch.uint8 if as_uint8 else torch.float32)
     start = 0
     while start < total:
-        hooks.check()
-        alpha = raw[start : start + chunk].to(device, dtype)
-        try:
-            frames = liax.render(z, feats, alpha)  # (b, 3, 512, 512) in [-1, 1]
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            _free_device_memory(device)
-            if chunk == 1:
-                raise RenderOutOfMemory(
-                    f"rendering one 512×512 frame does not fit in {device} memory; free memory (close other "
-                    "models), use a lower precision, or render on the CPU. The generated motion is kept: "
-                    "retry the render only"
-                ) from exc
-            chunk = max(1, chunk // 2)
-            log.warning("out of memory rendering; retrying with %d frame(s) per chunk", chunk)
-            continue
-        check_finite(frames, f"rendering (frames {start}-{start + frames.shape[0] - 1})", liax)
-        frames = ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+        take = 1 if start == 0 else renderer.chunk
+        frames = renderer.render(motion.codes[start : start + take])
         done = start + frames.shape[0]
         out[start:done] = (frames * 255).round().to(torch.uint8) if as_uint8 else frames
-        preview = frames[-1] if (done // preview_every) != (start // preview_every) or done == total else None
+        preview = (
+            frames[-1] if start == 0 or (done // preview_every) != (start // preview_every) or done == total else None
+        )
         hooks.report(done, total, "render", preview)
         start = done
     return out
