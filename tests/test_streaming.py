@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
 from talker_core import pipeline as P
+from talker_core.media import load_audio
 from talker_core.models.whisperx_vae import WhisperXVAE, WhisperXVAEConfig
 from talker_core.pipeline.render import SpeechDecoder
 from talker_core.types import MotionCodes, SpeechLatents
@@ -131,3 +134,197 @@ def test_cancel_during_render_stops_within_a_frame(liax_face):
         for h in handles:
             h.remove()
 
+
+# ---------------------------------------------------------------------------------- the stream
+
+
+class _CheapLiax(torch.nn.Module):
+    """A LIA-X stand-in that renders in microseconds: each frame a colour computed from its motion
+    row (rows independent, like LIA-X), polling ``check`` once per row. It stands in for the
+    renderer's arithmetic only; everything around it is the production path."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.w = torch.nn.Parameter(torch.randn(40, 3))
+
+    def render(self, z, feats, alpha, check=None):
+        out = []
+        for row in alpha:
+            if check is not None:
+                check()
+            out.append(torch.tanh(row @ self.w)[:, None, None].expand(3, 512, 512))
+        return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def talk(debug_models):
+    from talker_core import loaders
+    from talker_core.types import Identity
+
+    found = loaders.find_models(debug_models)
+    bundle = loaders.load_talker(found["talker"])
+    vae = loaders.load_whisperx_vae(found["whisperx_vae"])
+    speaker = loaders.load_speaker_encoder(found["speaker"])
+    t = torch.arange(48000) / 24000
+    voice = P.encode_voice(vae, speaker, (0.3 * torch.sin(2 * torch.pi * 220 * t))[None], 24000)
+    face = Identity(z=torch.zeros(1, 8), feats=[torch.zeros(1, 1, 1, 1)], first_motion=torch.zeros(40))
+    motion = MotionCodes(torch.randn(40, 40) * 0.3)
+    return {"bundle": bundle, "vae": vae, "voice": voice, "face": face, "motion": motion, "liax": _CheapLiax()}
+
+
+def _request(**kw):
+    base = dict(text="The first sentence is here. And a second one follows it.", seed=3, max_seconds=0.96)
+    base.update(kw)
+    return P.TalkRequest(**base)
+
+
+@pytest.mark.parametrize("variant,overlap", [("long_form", True), ("prefix", False)])
+def test_stream_equals_generate_decode_render(talk, variant, overlap):
+    kw = (
+        {"max_segment_chars": 30, "segment_prefix_seconds": 0.16, "max_segment_seconds": 0.48}
+        if variant == "long_form"
+        else {"prefix_seconds": 0.32}
+    )
+    request = _request(**kw)
+    ref_motion = talk["motion"] if variant == "prefix" else None
+    common = dict(voice=talk["voice"], face=talk["face"], reference_motion=ref_motion)
+    expected = P.generate(talk["bundle"], request, **common)
+    stream = P.stream_talk(
+        talk["bundle"], talk["vae"], talk["liax"], request, render_chunk=3, overlap=overlap, speech_chunk=5, **common
+    )
+    chunks = list(stream)
+    result = stream.result
+    assert torch.equal(result.speech.latents, expected.speech.latents)
+    assert torch.equal(result.motion.codes, expected.motion.codes)
+    if variant == "long_form":
+        assert result.segments == 2
+    else:
+        assert result.prefix_frames == 8
+    frames = torch.cat([c.frames for c in chunks])
+    audio = torch.cat([c.audio for c in chunks], 1)
+    # positions are consecutive
+    assert [c.frame_start for c in chunks] == [sum(c.frames.shape[0] for c in chunks[:i]) for i in range(len(chunks))]
+    assert [c.audio_start for c in chunks] == [sum(c.audio.shape[1] for c in chunks[:i]) for i in range(len(chunks))]
+    want_frames = P.render_motion(talk["liax"], talk["face"], expected.motion, as_uint8=True)
+    assert torch.equal(frames, want_frames)
+    torch.testing.assert_close(audio, P.decode_speech(talk["vae"], expected.speech), atol=1e-5, rtol=1e-4)
+    assert chunks[0].frames.shape[0] == 1  # the first frame comes alone
+    assert len(chunks) > 3  # it really streamed
+    t = stream.times
+    assert t.first_frame is not None and t.first_audio is not None and t.done >= t.first_frame
+
+
+def test_stream_cancel_stops_and_leaves_no_file(talk, tmp_path):
+    before = threading.active_count()
+    state = {"frames": 0}
+
+    def progress(done, total, stage, preview):
+        if stage == "render":
+            state["frames"] = done
+
+    hooks = P.Hooks(progress=progress, should_cancel=lambda: state["frames"] >= 4)
+    stream = P.stream_talk(
+        talk["bundle"],
+        talk["vae"],
+        talk["liax"],
+        _request(),
+        voice=talk["voice"],
+        face=talk["face"],
+        hooks=hooks,
+        render_chunk=2,
+        overlap=True,
+    )
+    out = tmp_path / "clip.mp4"
+    with pytest.raises(P.Cancelled):
+        P.stream_to_mp4(stream, out, preset="ultrafast")
+    assert state["frames"] == 5  # frame 1 alone, then 2 + 2: the cancel came before frame 6's row was rendered
+    assert list(tmp_path.iterdir()) == []
+    assert threading.active_count() == before  # the generation thread was stopped and joined
+
+
+def test_stream_to_mp4_writes_a_complete_file(talk, tmp_path):
+    import av
+
+    request = _request(max_seconds=0.8)
+    for fragmented in (False, True):
+        stream = P.stream_talk(
+            talk["bundle"], talk["vae"], talk["liax"], request, voice=talk["voice"], face=talk["face"]
+        )
+        out = P.stream_to_mp4(
+            stream,
+            tmp_path / f"f{int(fragmented)}.mp4",
+            preset="ultrafast",
+            metadata={"prompt": "{}"},
+            fragmented=fragmented,
+        )
+        n = out.result.motion.frames
+        assert out.frames == n
+        with av.open(str(out.path)) as c:
+            assert c.metadata.get("prompt") == "{}"
+            assert sum(1 for _ in c.decode(video=0)) == n
+        wav, sr = load_audio(out.path)
+        assert abs(wav.shape[1] / sr - n / 25) <= 1 / 25
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.mp4", "f1.mp4"]
+
+
+# ---------------------------------------------------------------------------------- the writer
+
+
+_WRITER_CHILD = """
+import resource, sys, numpy as np
+from talker_core.media import Mp4Writer
+n = int(sys.argv[1])
+w = Mp4Writer(sys.argv[2], 25, sample_rate=24000, preset="ultrafast")
+img = np.zeros((256, 256, 3), np.uint8)
+for i in range(n):
+    img[:] = (i * 7) % 256
+    w.write_frames(img)
+    w.write_audio(np.zeros((1, 960), np.float32))
+w.close()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_writer_memory_does_not_grow_with_length(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def peak_mb(n):
+        out = subprocess.run(
+            [sys.executable, "-c", _WRITER_CHILD, str(n), str(tmp_path / f"{n}.mp4")],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+    short, long = peak_mb(100), peak_mb(1500)  # 4 s and 60 s
+    assert long - short < 20, (short, long)  # a held clip would be 1400 × 196 KB = 275 MB more
+
+
+def test_writer_temp_name_rename_and_cleanup(tmp_path):
+    from talker_core.media import MediaError, Mp4Writer
+
+    target = tmp_path / "a.mp4"
+    w = Mp4Writer(target, 25, sample_rate=24000, preset="ultrafast")
+    w.write_frames(torch.zeros(3, 16, 16, 3, dtype=torch.uint8))
+    w.write_audio(torch.zeros(1, 2880))
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == 1 and names[0].startswith(".a.mp4.") and names[0].endswith(".tmp.mp4")
+    assert w.close() == target and [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
+    with pytest.raises(MediaError, match="already closed"):
+        w.write_frames(torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
+    with pytest.raises(KeyboardInterrupt), Mp4Writer(tmp_path / "b.mp4", 25, preset="ultrafast") as w2:
+        w2.write_frames(torch.zeros(3, 16, 16, 3, dtype=torch.uint8))
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
+    live = Mp4Writer(tmp_path / "live.mp4", 25, preset="ultrafast", fragmented=True)
+    live.write_frames(torch.zeros(30, 16, 16, 3, dtype=torch.uint8))
+    assert (tmp_path / "live.mp4").exists()  # under its name while it is written
+    live.abort()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]

@@ -18,7 +18,13 @@ from talker_core.pipeline.encode import (
     motion_from_reference_pt,
 )
 from talker_core.pipeline.generate import generate
-from talker_core.pipeline.render import RenderOutOfMemory, decode_speech, render_motion
+from talker_core.pipeline.render import (
+    FrameRenderer,
+    RenderOutOfMemory,
+    SpeechDecoder,
+    decode_speech,
+    render_motion,
+)
 from talker_core.pipeline.request import (
     MAX_REFERENCE_SECONDS,
     MAX_SEGMENT_FRAMES,
@@ -30,6 +36,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
+from talker_core.pipeline.stream import StreamChunk, TalkStream, stream_talk, stream_to_mp4
 from talker_core.pipeline.text import check_speakable, split_text, unspeakable_reason
 
 __all__ = [
@@ -51,6 +58,12 @@ __all__ = [
     "decode_speech",
     "render_motion",
     "RenderOutOfMemory",
+    "SpeechDecoder",
+    "FrameRenderer",
+    "stream_talk",
+    "stream_to_mp4",
+    "StreamChunk",
+    "TalkStream",
     "split_text",
     "check_speakable",
     "unspeakable_reason",
