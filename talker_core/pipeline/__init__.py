@@ -36,7 +36,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
-from talker_core.pipeline.stream import StreamChunk, TalkStream, stream_talk, stream_to_mp4
+from talker_core.pipeline.stream import StreamChunk, TalkStream, render_to_mp4, stream_talk, stream_to_mp4
 from talker_core.pipeline.text import check_speakable, split_text, unspeakable_reason
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "FrameRenderer",
     "stream_talk",
     "stream_to_mp4",
+    "render_to_mp4",
     "StreamChunk",
     "TalkStream",
     "split_text",

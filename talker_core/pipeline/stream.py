@@ -263,4 +263,93 @@ def stream_to_mp4(
     return StreamedFile(out, writer.frames_written, writer.frames_written / FPS, stream.result, stream.times)
 
 
-__all__ = ["StreamChunk", "StreamTimes", "TalkStream", "stream_talk", "StreamedFile", "stream_to_mp4", "Cancelled"]
+def render_to_mp4(
+    liax,
+    face: Identity,
+    motion: MotionCodes,
+    path,
+    *,
+    vae=None,
+    speech: Optional[SpeechLatents] = None,
+    audio: Optional[torch.Tensor] = None,
+    sample_rate: Optional[int] = None,
+    chunk: int = 8,
+    hooks: Optional[Hooks] = None,
+    crf: int = 18,
+    preset: str = "medium",
+    metadata: Optional[dict] = None,
+    fragmented: bool = False,
+    preview_every: int = 25,
+) -> Path:
+    """Render motion codes straight into an MP4, a batch at a time (memory flat in the length).
+
+    The sound is either ``speech`` latents (decoded alongside in overlapping chunks by ``vae``,
+    :class:`~talker_core.pipeline.render.SpeechDecoder`) or a waveform ``audio`` (C, N) at
+    ``sample_rate``; or none. The first frame is rendered alone so the first progress report and
+    preview come with it; a cancel through ``hooks`` stops within one frame and removes the
+    partial file. Returns the written path.
+    """
+    from talker_core.media.output import Mp4Writer  # noqa: PLC0415
+
+    if speech is not None and audio is not None:
+        raise ValueError("give the speech latents or an audio waveform for the sound, not both")
+    if speech is not None and vae is None:
+        raise ValueError("speech latents need the speech codec (vae) to be decoded")
+    hooks = hooks or Hooks()
+    renderer = FrameRenderer(liax, face, chunk=chunk, hooks=hooks)
+    decoder = SpeechDecoder(vae) if speech is not None else None
+    rate = SAMPLE_RATE if speech is not None else sample_rate
+    channels = 1
+    if audio is not None:
+        if audio.ndim == 1:
+            audio = audio[None]
+        channels = int(audio.shape[0])
+    total = motion.frames
+    if total == 0:
+        raise ValueError("motion is empty (0 frames); nothing to render")
+    writer = Mp4Writer(
+        path,
+        FPS,
+        sample_rate=rate if (speech is not None or audio is not None) else None,
+        channels=channels,
+        crf=crf,
+        preset=preset,
+        metadata=metadata,
+        fragmented=fragmented,
+    )
+    try:
+        start = 0
+        while start < total:
+            take = 1 if start == 0 else renderer.chunk
+            frames = renderer.render(motion.codes[start : start + take])
+            done = start + frames.shape[0]
+            if decoder is not None:  # the latents of these frames (speech may be shorter or longer)
+                s = speech.latents[start:done] if done < total else speech.latents[start:]
+                if s.shape[0]:
+                    writer.write_audio(decoder.push(s))
+                if done >= total:
+                    writer.write_audio(decoder.flush())
+            elif audio is not None:
+                a = int(round(start / FPS * rate))
+                b = int(round(done / FPS * rate)) if done < total else audio.shape[1]
+                writer.write_audio(audio[:, a:b])
+            writer.write_frames((frames * 255).round().to(torch.uint8))
+            show = start == 0 or (done // preview_every) != (start // preview_every) or done == total
+            hooks.report(done, total, "render", frames[-1] if show else None)
+            start = done
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+__all__ = [
+    "StreamChunk",
+    "StreamTimes",
+    "TalkStream",
+    "stream_talk",
+    "StreamedFile",
+    "stream_to_mp4",
+    "render_to_mp4",
+    "Cancelled",
+]
