@@ -115,7 +115,7 @@ def test_pack_root_imports_without_comfyui():
 
 def test_entrypoint_loads_like_comfyui(tmp_path):
     """A fresh ComfyUI process loads the pack with its own ``load_custom_node`` (module named after the
-    folder path, pack not on sys.path) and registers all 15 nodes and the model folder."""
+    folder path, pack not on sys.path) and registers all 16 nodes and the model folder."""
     link = tmp_path / "custom_nodes" / comfy_host.PACK_FOLDER
     link.parent.mkdir()
     link.symlink_to(ROOT, target_is_directory=True)
@@ -135,7 +135,7 @@ def test_entrypoint_loads_like_comfyui(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     ids = out.stdout.strip().splitlines()[-1].split(",")
-    assert len(ids) == len(set(ids)) == 15 and all(i.startswith("Talker") for i in ids)
+    assert len(ids) == len(set(ids)) == 16 and all(i.startswith("Talker") for i in ids)
 
 
 def test_schemas(comfy):
