@@ -135,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "liax", "standin"],
         help="long part: real LIA-X or a negligible-cost stand-in (auto: LIA-X on CUDA, stand-in on a CPU)",
     )
+    parser.add_argument(
+        "--long-modes",
+        default="sequential,overlap,node",
+        help="long part: which paths to run (sequential, overlap, node)",
+    )
     parser.add_argument("--long-preset", default="veryfast", help="long/stream parts: x264 preset of the MP4")
     parser.add_argument("--stream-seconds", type=float, default=0.0, help="stream part: clip length (0: 10 GPU, 2 CPU)")
     parser.add_argument("--json", dest="json_path", default="", help="write the results to this JSON file")

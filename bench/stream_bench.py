@@ -186,8 +186,13 @@ def bench_long(size: str, device, dtype, args) -> dict:
     base = {"size": size, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "renderer": renderer}
     base["args"] = plain
     res: dict[str, Any] = {"renderer": renderer, "preset": args.long_preset, "render_chunk": args.frames}
-    for what, overlap in (("stream", False), ("stream", True), ("node", False)):
-        key = "node_render_to_mp4" if what == "node" else ("overlap" if overlap else "sequential")
+    modes = [m.strip() for m in args.long_modes.split(",") if m.strip()]
+    table = {"sequential": ("stream", False), "overlap": ("stream", True), "node": ("node", False)}
+    for mode in modes:
+        if mode not in table:
+            raise ValueError(f"--long-modes: unknown mode {mode!r} (sequential, overlap, node)")
+        what, overlap = table[mode]
+        key = "node_render_to_mp4" if what == "node" else mode
         runs = [_run_child({**base, "what": what, "overlap": overlap, "seconds": sec}) for sec in (short, long)]
         a, b = _peak_of(runs[0]), _peak_of(runs[1])
         span = (runs[1]["clip_seconds"] - runs[0]["clip_seconds"]) / 60
@@ -214,7 +219,7 @@ def table_rows(size: str, r: dict) -> list[tuple[str, str, str]]:
     rows = []
     lg = r.get("long")
     if lg:
-        for key in ("sequential", "overlap"):
+        for key in [k for k in ("sequential", "overlap") if k in lg]:
             x = lg[key]
             rows.append(
                 (
@@ -225,15 +230,16 @@ def table_rows(size: str, r: dict) -> list[tuple[str, str, str]]:
                     f"growth {x['peak_growth_mib_per_minute']} MiB/min",
                 )
             )
-        x = lg["node_render_to_mp4"]
-        rows.append(
-            (
-                size,
-                "long clip, Render Video File path",
-                f"{x['short']['clip_seconds']:g} s: {_peak_of(x['short']):.0f} MiB; {x['long']['clip_seconds']:g} s: "
-                f"{_peak_of(x['long']):.0f} MiB; growth {x['peak_growth_mib_per_minute']} MiB/min",
+        x = lg.get("node_render_to_mp4")
+        if x is not None:
+            rows.append(
+                (
+                    size,
+                    "long clip, Render Video File path",
+                    f"{x['short']['clip_seconds']:g} s: {_peak_of(x['short']):.0f} MiB; {x['long']['clip_seconds']:g} s: "
+                    f"{_peak_of(x['long']):.0f} MiB; growth {x['peak_growth_mib_per_minute']} MiB/min",
+                )
             )
-        )
     st = r.get("stream")
     if st:
         for key in ("sequential", "overlap"):
