@@ -210,6 +210,9 @@ def test_stream_equals_generate_decode_render(talk, variant, overlap):
     assert torch.equal(frames, want_frames)
     torch.testing.assert_close(audio, P.decode_speech(talk["vae"], expected.speech), atol=1e-5, rtol=1e-4)
     assert chunks[0].frames.shape[0] == 1  # the first frame comes alone
+    if not overlap:  # every latent is there: the sound of the first frames comes with the first frame
+        assert chunks[0].audio.shape[1] > 0
+    assert audio.shape[1] - sum(c.audio.shape[1] for c in chunks if c.frames.shape[0]) < audio.shape[1]
     assert len(chunks) > 3  # it really streamed
     t = stream.times
     assert t.first_frame is not None and t.first_audio is not None and t.done >= t.first_frame

@@ -116,24 +116,46 @@ class TalkStream:
         if renderer is not None and renderer.device.type == "cuda" and self.overlap:
             stream_ctx = torch.cuda.stream(torch.cuda.Stream(renderer.device))
         motion: list[torch.Tensor] = []
+        speech: list[torch.Tensor] = []  # latents not yet given to the decoder (video: paced by the frames)
         pending = 0
+
+        def audio_for(frames_end: int) -> torch.Tensor:
+            """Decode just enough latents that the audio of frames before ``frames_end`` is final."""
+            parts = []
+            while speech and decoder.frames_in < frames_end + decoder.context + decoder.chunk:
+                rows = speech.pop(0)
+                room = frames_end + decoder.context + decoder.chunk - decoder.frames_in
+                if rows.shape[0] > room:
+                    speech.insert(0, rows[room:])
+                    rows = rows[:room]
+                parts.append(decoder.push(rows))
+            return torch.cat(parts, 1) if parts else torch.zeros(1, 0)
+
         frame_pos = audio_pos = 0
         try:
             with stream_ctx:
                 while True:
-                    kind, a, b = rows.get()
-                    if kind == "error":
-                        raise a
-                    final = kind == "done"
+                    items = [rows.get()]  # wait for one, then take whatever else is there (latents are small)
+                    while items[-1][0] == "rows" and not rows.empty():
+                        items.append(rows.get_nowait())
+                    final = False
+                    audio = torch.zeros(1, 0)
+                    for kind, a, b in items:
+                        if kind == "error":
+                            raise a
+                        if kind == "done":
+                            final = True
+                            self.result = a
+                            self.times.generation_done = time.perf_counter() - t0
+                        elif renderer is None:  # speech only: audio as soon as it is final
+                            audio = torch.cat([audio, decoder.push(a)], 1)
+                        else:
+                            speech.append(a)
+                            if b is not None:
+                                motion.append(b)
+                                pending += b.shape[0]
                     if final:
-                        self.result = a
-                        self.times.generation_done = time.perf_counter() - t0
-                        audio = decoder.flush()
-                    else:
-                        audio = decoder.push(a)
-                        if b is not None and renderer is not None:
-                            motion.append(b)
-                            pending += b.shape[0]
+                        audio = torch.cat([audio, audio_for(1 << 62), decoder.flush()], 1)
                     if audio.shape[1] and self.times.first_audio is None:
                         self.times.first_audio = time.perf_counter() - t0
                     # the first frame alone (quick first preview), then whole batches; the rest at the end
@@ -144,6 +166,9 @@ class TalkStream:
                     ):
                         codes = torch.cat(motion) if len(motion) > 1 else motion[0]
                         take = min(pending, 1 if frame_pos == 0 else renderer.chunk)
+                        audio = torch.cat([audio, audio_for(frame_pos + take)], 1)  # the sound of these frames first
+                        if audio.shape[1] and self.times.first_audio is None:
+                            self.times.first_audio = time.perf_counter() - t0
                         frames = renderer.render(codes[:take])
                         rest = codes[take:]
                         motion, pending = ([rest] if rest.shape[0] else []), rest.shape[0]
