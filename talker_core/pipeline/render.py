@@ -141,7 +141,8 @@ class FrameRenderer:
         self.feats = [f.to(self.device, self.dtype) for f in face.feats]
 
     @torch.inference_mode()
-    def render(self, codes: torch.Tensor) -> torch.Tensor:
+    def render(self, codes: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """``first``: the clip's index of ``codes[0]`` (for error messages)."""
         raw = self.stats.denormalize(codes)
         parts, start = [], 0
         while start < raw.shape[0]:
@@ -163,7 +164,8 @@ class FrameRenderer:
                 self.chunk = max(1, take // 2)
                 log.warning("out of memory rendering; retrying with %d frame(s) per chunk", self.chunk)
                 continue
-            check_finite(frames, f"rendering ({take} frame(s) of {raw.shape[0]} in this call)", self.liax)
+            a = first + start
+            check_finite(frames, f"rendering (frames {a}-{a + take - 1})", self.liax)
             parts.append(((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu())
             start += take
         return torch.cat(parts) if parts else torch.zeros(0, 512, 512, 3)
@@ -197,7 +199,7 @@ def render_motion(
     start = 0
     while start < total:
         take = 1 if start == 0 else renderer.chunk
-        frames = renderer.render(motion.codes[start : start + take])
+        frames = renderer.render(motion.codes[start : start + take], first=start)
         done = start + frames.shape[0]
         out[start:done] = (frames * 255).round().to(torch.uint8) if as_uint8 else frames
         preview = (

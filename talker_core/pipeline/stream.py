@@ -169,7 +169,7 @@ class TalkStream:
                         audio = torch.cat([audio, audio_for(frame_pos + take)], 1)  # the sound of these frames first
                         if audio.shape[1] and self.times.first_audio is None:
                             self.times.first_audio = time.perf_counter() - t0
-                        frames = renderer.render(codes[:take])
+                        frames = renderer.render(codes[:take], first=frame_pos)
                         rest = codes[take:]
                         motion, pending = ([rest] if rest.shape[0] else []), rest.shape[0]
                         frames_u8 = (frames * 255).round().to(torch.uint8)
@@ -346,7 +346,7 @@ def render_to_mp4(
         start = 0
         while start < total:
             take = 1 if start == 0 else renderer.chunk
-            frames = renderer.render(motion.codes[start : start + take])
+            frames = renderer.render(motion.codes[start : start + take], first=start)
             done = start + frames.shape[0]
             if decoder is not None:  # the latents of these frames (speech may be shorter or longer)
                 s = speech.latents[start:done] if done < total else speech.latents[start:]
