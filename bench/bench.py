@@ -77,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated size sets: debug (tiny test layouts), release (published sizes)",
     )
     parser.add_argument(
-        "--parts", default="heads,render,audio,e2e", help="comma-separated parts to measure: heads, render, audio, e2e"
+        "--parts",
+        default="heads,render,audio,e2e",
+        help="comma-separated parts to measure: heads, render, audio, e2e, long, stream (bench/stream_bench.py)",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument(
@@ -125,6 +127,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "otherwise estimate it from the stages)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long-seconds", type=float, default=60.0, help="long part: the long clip's length")
+    parser.add_argument("--long-short-seconds", type=float, default=4.0, help="long part: the short clip's length")
+    parser.add_argument(
+        "--long-renderer",
+        default="auto",
+        choices=["auto", "liax", "standin"],
+        help="long part: real LIA-X or a negligible-cost stand-in (auto: LIA-X on CUDA, stand-in on a CPU)",
+    )
+    parser.add_argument(
+        "--long-modes",
+        default="sequential,overlap,node",
+        help="long part: which paths to run (sequential, overlap, node)",
+    )
+    parser.add_argument("--long-preset", default="veryfast", help="long/stream parts: x264 preset of the MP4")
+    parser.add_argument("--stream-seconds", type=float, default=0.0, help="stream part: clip length (0: 10 GPU, 2 CPU)")
     parser.add_argument("--json", dest="json_path", default="", help="write the results to this JSON file")
 
 
@@ -847,6 +864,10 @@ def _table(results: dict) -> str:
                     + (f"; overlapped {e['rtf_overlap']:.3f}" if "rtf_overlap" in e else ""),
                 )
             )
+    from bench import stream_bench
+
+    for size, r in results["sizes"].items():
+        rows.extend(stream_bench.table_rows(size, r))
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
@@ -874,7 +895,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = [s for s in sizes if s not in ("debug", "release")] + [
-        p for p in parts if p not in ("heads", "render", "audio", "e2e")
+        p for p in parts if p not in ("heads", "render", "audio", "e2e", "long", "stream")
     ]
     if unknown:
         raise ValueError(f"unknown size or part: {unknown}")
@@ -916,6 +937,15 @@ def run(args: argparse.Namespace) -> int:
                 est = _estimate_e2e(r, args)
                 if est is not None:
                     r["e2e"] = est
+        if parts & {"long", "stream"}:
+            from bench import stream_bench
+
+            if "long" in parts:
+                log.info("%s: long clip", size)
+                r["long"] = stream_bench.bench_long(size, device, dtype, args)
+            if "stream" in parts:
+                log.info("%s: streaming", size)
+                r["stream"] = stream_bench.bench_stream(size, device, dtype, args)
     results["env"]["load_avg_end"] = _load()
     print(_table(results))
     if args.json_path:

@@ -56,6 +56,7 @@ from .loaders import (  # noqa: E402
     TalkerLoadSpeakerEncoder,
 )
 from .sampler import TalkerSampler  # noqa: E402
+from .video_file import TalkerRenderVideoFile  # noqa: E402
 
 NODES = [
     TalkerLoadModel,
@@ -69,6 +70,7 @@ NODES = [
     TalkerSampler,
     TalkerDecodeSpeech,
     TalkerRenderVideo,
+    TalkerRenderVideoFile,
     TalkerSaveSpeechLatents,
     TalkerSaveMotionLatents,
     TalkerLoadSpeechLatents,

@@ -58,7 +58,9 @@ class TalkerRenderVideo(io.ComfyNode):
             display_name="Render Video",
             category=f"{CATEGORY}/decode",
             description="Motion codes + a face → 512×512 frames at 25 fps. Connect images and fps to Create Video "
-            "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow.",
+            "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow. For short "
+            "clips and post-processing: the IMAGE batch holds every frame, 3 MB each, about 4.5 GB of RAM per "
+            "minute of video. Long clips: use Render Video File, which writes the MP4 in flat memory.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
                 TalkerFace.Input("face", tooltip="The face to animate (Encode Face)."),
@@ -72,7 +74,11 @@ class TalkerRenderVideo(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Image.Output("images", display_name="images", tooltip="The frames, (frames, 512, 512, 3)."),
+                io.Image.Output(
+                    "images",
+                    display_name="images",
+                    tooltip="The frames, (frames, 512, 512, 3) float32: about 4.5 GB of RAM per minute of video.",
+                ),
                 io.Float.Output("fps", display_name="fps", tooltip="Frame rate of the frames (25)."),
             ],
         )

@@ -33,7 +33,9 @@ class FastLiaX(torch.nn.Module):
     def motion_code(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_motion(z)
 
-    def render(self, z: torch.Tensor, feats, alpha: torch.Tensor) -> torch.Tensor:
+    def render(self, z: torch.Tensor, feats, alpha: torch.Tensor, check=None) -> torch.Tensor:
+        if check is not None:  # LIA-X polls it between its blocks; once a call here
+            check()
         x = self.to_rgb(torch.cat([z.expand(alpha.shape[0], -1), alpha], 1)).view(-1, 3, 8, 8)
         return torch.nn.functional.interpolate(torch.tanh(x), size=512, mode="nearest")
 

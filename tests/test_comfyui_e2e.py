@@ -45,6 +45,7 @@ OUR_NODES = {
     "TalkerSampler",
     "TalkerDecodeSpeech",
     "TalkerRenderVideo",
+    "TalkerRenderVideoFile",
     "TalkerSaveSpeechLatents",
     "TalkerSaveMotionLatents",
     "TalkerLoadSpeechLatents",
@@ -153,6 +154,7 @@ def test_pack_loads_without_import_errors(comfyui):
     assert "talker-t2av" in model[1]["options"]
     assert info["TalkerSampler"]["output"] == ["TALKER_SPEECH", "TALKER_MOTION"]
     assert info["TalkerRenderVideo"]["output"] == ["IMAGE", "FLOAT"]
+    assert info["TalkerRenderVideoFile"]["output"] == ["VIDEO"]  # the core type, from comfy_api's InputImpl
     stats = json.loads(urllib.request.urlopen(server + "/system_stats", timeout=30).read())
     print("ComfyUI", stats["system"].get("comfyui_version"), "python", stats["system"].get("python_version"))
 

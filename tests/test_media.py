@@ -544,24 +544,26 @@ def test_write_mp4_interrupted_leaves_nothing(tmp_path, monkeypatch):
     frames = torch.zeros(40, 32, 32, 3, dtype=torch.uint8)
     from talker_core.media import output as media_output
 
-    real = media_output._frame_chunks
+    real = media_output.Mp4Writer._encode_video
+    calls = []
 
-    def interrupted(*args, **kwargs):
-        it = real(*args, **kwargs)
-        yield next(it)
-        raise KeyboardInterrupt
+    def interrupted(self, img):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        real(self, img)
 
-    monkeypatch.setattr(media_output, "_frame_chunks", interrupted)
+    monkeypatch.setattr(media_output.Mp4Writer, "_encode_video", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_mp4(tmp_path / "x.mp4", frames, 25, np.zeros((1, 48000), np.float32), 24000)
-    assert list(tmp_path.iterdir()) == []
+    assert len(calls) == 20 and list(tmp_path.iterdir()) == []
 
 
 def test_write_mp4_failure_keeps_existing_file(tmp_path):
     target = tmp_path / "keep.mp4"
     target.write_bytes(b"previous")
     frames = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)
-    with pytest.raises(MediaError, match="ffmpeg could not write"):
+    with pytest.raises(MediaError, match="could not encode"):
         write_mp4(target, frames, 25, preset="no-such-preset")
     nan = torch.full((4, 32, 32, 3), float("nan"))
     with pytest.raises(MediaError, match="NaN"):

@@ -115,7 +115,7 @@ def test_pack_root_imports_without_comfyui():
 
 def test_entrypoint_loads_like_comfyui(tmp_path):
     """A fresh ComfyUI process loads the pack with its own ``load_custom_node`` (module named after the
-    folder path, pack not on sys.path) and registers all 15 nodes and the model folder."""
+    folder path, pack not on sys.path) and registers all 16 nodes and the model folder."""
     link = tmp_path / "custom_nodes" / comfy_host.PACK_FOLDER
     link.parent.mkdir()
     link.symlink_to(ROOT, target_is_directory=True)
@@ -135,7 +135,7 @@ def test_entrypoint_loads_like_comfyui(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     ids = out.stdout.strip().splitlines()[-1].split(",")
-    assert len(ids) == len(set(ids)) == 15 and all(i.startswith("Talker") for i in ids)
+    assert len(ids) == len(set(ids)) == 16 and all(i.startswith("Talker") for i in ids)
 
 
 def test_schemas(comfy):
@@ -475,10 +475,75 @@ def test_render_video_with_progress_and_previews(fast_face_model, refs):
     images, fps = out.args
     assert images.shape == (6, 512, 512, 3) and fps == 25.0
     assert float(images.min()) >= 0 and float(images.max()) <= 1
-    assert [c[:2] for c in calls] == [(4, 6), (6, 6)]
+    assert [c[:2] for c in calls] == [(1, 6), (5, 6), (6, 6)]  # the first report comes with the first frame
     kind, image, size = calls[-1][2]
     assert kind == "JPEG" and image.size == (512, 512) and size > 0
     assert out.ui["text"][0].startswith("rendered 6 frames")
+
+
+def test_render_video_file_streams_into_an_mp4_with_the_workflow(comfy, models, fast_face_model, refs):
+    """Render Video File: frames go straight into the MP4 (never an IMAGE batch), with the workflow
+    and prompt in its tags like Save Video's, previews on the way, and a VIDEO out."""
+    import av
+    import comfy.utils
+    import folder_paths
+
+    from nodes.video_file import TalkerRenderVideoFile
+    from talker_core.media import load_audio
+    from talker_core.types import MotionCodes
+
+    calls = []
+    motion = MotionCodes(refs["motion"].codes[:6])
+    workflow = {"nodes": [{"id": 1, "type": "TalkerRenderVideoFile"}], "links": []}
+    prompt = {"1": {"class_type": "TalkerRenderVideoFile", "inputs": {}}}
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t, p)))
+    try:
+        out = run_node(
+            TalkerRenderVideoFile,
+            hidden={"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": workflow}},
+            face_model=fast_face_model,
+            face=refs["face"],
+            motion=motion,
+            codec=models["codec"],
+            speech=refs["speech"],
+            filename_prefix="video/long",
+            chunk=4,
+            preset="ultrafast",
+        )
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    path = Path(out.args[0].get_stream_source())
+    assert path.parent == Path(folder_paths.get_output_directory()) / "video" and path.suffix == ".mp4"
+    assert [c[:2] for c in calls] == [(1, 6), (5, 6), (6, 6)] and calls[0][2][0] == "JPEG"
+    with av.open(str(path)) as c:
+        assert json.loads(c.metadata["workflow"]) == workflow and json.loads(c.metadata["prompt"]) == prompt
+        assert sum(1 for _ in c.decode(video=0)) == 6
+    wav, sr = load_audio(path)
+    assert abs(wav.shape[1] / sr - 6 / 25) <= 1 / 25
+    assert out.ui["images"][0]["filename"] == path.name and out.ui["text"][0].startswith("wrote ")
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_render_video_file_interrupted_leaves_no_file(comfy, fast_face_model, refs):
+    import comfy.model_management as mm
+    import folder_paths
+
+    from nodes.video_file import TalkerRenderVideoFile
+
+    folder = Path(folder_paths.get_output_directory()) / "cut"
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_node(
+                TalkerRenderVideoFile,
+                face_model=fast_face_model,
+                face=refs["face"],
+                motion=refs["motion"],
+                filename_prefix="cut/x",
+            )
+    finally:
+        mm.interrupt_current_processing(False)
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 def test_render_explains_missing_motion(fast_face_model, refs):

@@ -436,19 +436,25 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
 
     result = P.generate(models.get("talker"), request, hooks=hooks, **inputs)
     speech = SpeechLatents(result.speech.latents[result.prefix_frames :]) if keep_frames is not None else result.speech
-    audio = P.decode_speech(models.get("whisperx_vae"), speech)
+    vae = models.get("whisperx_vae")
     with checks.writing(out_path):
         if request.mode == P.Mode.SPEECH:
-            media.write_wav(out_path, audio, SAMPLE_RATE)
+            media.write_wav(out_path, P.decode_speech(vae, speech), SAMPLE_RATE)
         elif keep_frames is not None:
+            audio = P.decode_speech(vae, speech)
             media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
-        else:
-            liax = models.get("liax")
+        else:  # frames straight into the encoder a batch at a time: memory flat in the clip's length
             assert result.motion is not None  # joint modes return motion
-            frames = P.render_motion(
-                liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
+            P.render_to_mp4(
+                models.get("liax"),
+                inputs["face"],
+                result.motion,
+                out_path,
+                vae=vae,
+                speech=speech,
+                chunk=render_chunk,
+                hooks=hooks,
             )
-            media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
     return result
 
 

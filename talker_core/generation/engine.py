@@ -305,6 +305,7 @@ class TalkerGenerator:
         teacher_speech: Optional[torch.Tensor] = None,
         teacher_motion: Optional[torch.Tensor] = None,
         on_patch: Optional[Callable[[int, torch.Tensor, Optional[torch.Tensor]], None]] = None,
+        on_prefill: Optional[Callable[[GenerationOutput], None]] = None,
     ) -> GenerationOutput:
         """Generate speech (and motion) patch by patch.
 
@@ -341,6 +342,9 @@ class TalkerGenerator:
                        after each patch, with the patch on the model's device (normalised
                        motion), e.g. to start rendering while generation goes on
                        (:class:`talker_core.models.liax.StreamingRenderer`).
+        on_prefill:    called once after the prefill with the output record, whose
+                       ``prefix_speech``/``prefix_motion`` are then final (streaming callers
+                       emit them before the first patch).
         """
         mode = GenerationMode(mode)
         total = self._patch_budget(mode, forced_speech, forced_motion, max_patches)
@@ -359,6 +363,8 @@ class TalkerGenerator:
             patches=total,
             step=EAGER if teacher else None,  # teacher forcing is a diagnostic of the reference step
         )
+        if on_prefill is not None:
+            on_prefill(out)
         device = self.model.device
         if teacher_speech is not None:
             state.teacher_speech = _forced(

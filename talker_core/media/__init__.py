@@ -2,8 +2,8 @@
 
 Reading goes through PyAV (FFmpeg's libraries), so every container and codec it
 knows works: wav, flac, mp3, m4a/aac, ogg, opus, the audio track of an mp4 or mkv,
-png/jpeg/webp stills, and any video. Writing MP4 pipes raw frames into the ffmpeg
-binary shipped by ``imageio-ffmpeg`` (H.264 yuv420p + AAC). Everything here is pure
+png/jpeg/webp stills, and any video. Writing MP4 goes
+through PyAV too, frame by frame (``Mp4Writer``: H.264 yuv420p + AAC), no subprocess. Everything here is pure
 Python/PyTorch; nothing imports ComfyUI.
 
 Decoding stops as soon as the requested span is read (``max_seconds``,
@@ -31,7 +31,7 @@ from talker_core.media._common import (
 )
 from talker_core.media.audio import load_audio
 from talker_core.media.image import load_image, prepare_identity_image
-from talker_core.media.output import write_mp4, write_wav
+from talker_core.media.output import Mp4Writer, write_mp4, write_wav
 from talker_core.media.probe import probe_media
 from talker_core.media.video import (
     decode_video,
@@ -52,5 +52,6 @@ __all__ = [
     "prepare_identity_image",
     "write_wav",
     "write_mp4",
+    "Mp4Writer",
     "probe_media",
 ]

@@ -35,7 +35,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -485,6 +485,10 @@ def _level_names(level: int) -> tuple[str, str]:
     return ("conv_512", "_512") if level == 0 else (f"conv{level + 1}", str(level + 1))
 
 
+def _no_check() -> None:
+    return None
+
+
 class Decoder(nn.Module):
     """``dec``: style (B, S) and the pyramid → frame (B, 3, 512, 512), unclamped (≈[−1, 1] when trained).
 
@@ -514,7 +518,14 @@ class Decoder(nn.Module):
             self.add_module(f"flow{q}", ToFlow(width, sw))
             prev = width
 
-    def forward(self, style: torch.Tensor, feats: Sequence[torch.Tensor], channels_last: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        style: torch.Tensor,
+        feats: Sequence[torch.Tensor],
+        channels_last: bool = False,
+        check: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """``check`` (optional) is called between the blocks (about 70 per frame) and may raise to stop."""
         if len(feats) != _LEVELS:
             raise ValueError(f"the LIA-X decoder needs {_LEVELS} feature maps, got {len(feats)}")
         start = self.input(style.shape[0])
@@ -522,16 +533,21 @@ class Decoder(nn.Module):
             start = start.contiguous(memory_format=torch.channels_last)
         h = self.conv1(start, style)
         warped = rgb = flow = None
+        tick = check if check is not None else _no_check
         for level in range(_LEVELS):
             p, q = _level_names(level)
+            tick()
             h = getattr(self, f"{p}_1")(h, style)
             for block in getattr(self, f"{p}_2"):
+                tick()
                 h = block(h, style)
+            tick()
             new_warped, h, flow = getattr(self, f"flow{q}")(h, style, feats[level], flow)
             if warped is not None:
                 new_warped = new_warped + getattr(self, f"{p}_2_up")(warped)
             warped = new_warped
             for block in getattr(self, f"{p}_2_rgb"):
+                tick()
                 warped = block(warped)
             rgb = getattr(self, f"rgb{q}")(warped, rgb)
         assert rgb is not None  # _LEVELS >= 1
@@ -599,7 +615,13 @@ class LiaXGenerator(nn.Module):
             raise ValueError(f"motion codes must have shape (B, {self.cfg.motion_dim}), got {tuple(alpha.shape)}")
         return self.dec.direction(alpha)
 
-    def render(self, z: torch.Tensor, feats: Sequence[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+    def render(
+        self,
+        z: torch.Tensor,
+        feats: Sequence[torch.Tensor],
+        alpha: torch.Tensor,
+        check: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
         """Frames of one or more motion rows.
 
         z: (1, S) shared identity or (B, S); feats: the 7 maps of
@@ -607,7 +629,8 @@ class LiaXGenerator(nn.Module):
         alpha: (B, M) raw (de-normalised) motion codes. Returns (B, 3, 512, 512),
         unclamped, in the reference's output range (≈[−1, 1]; clamp before
         converting to pixels). Rows are independent: rendering them together or
-        one by one gives the same frames.
+        one by one gives the same frames. ``check`` (optional) is called between the
+        decoder's blocks and may raise to stop mid-batch (cancellation within a frame).
         """
         b = alpha.shape[0]
         if z.ndim != 2 or z.shape[1] != self.cfg.style_width or z.shape[0] not in (1, b):
@@ -618,7 +641,7 @@ class LiaXGenerator(nn.Module):
             if f.shape[0] not in (1, b):
                 raise ValueError(f"feature maps must have batch 1 or {b}, got {tuple(f.shape)}")
         style = z + self.direction(alpha)
-        return self.dec(style, feats, channels_last=self.fast_render)
+        return self.dec(style, feats, channels_last=self.fast_render, check=check)
 
 
 class StreamingRenderer:

@@ -617,6 +617,29 @@ class WhisperXVAE(nn.Module):
     def weight_norm_folded(self) -> bool:
         return self.vae.in_proj.folded
 
+    def decoder_context_frames(self) -> int:
+        """Latent frames on each side that one output sample of :meth:`decode` depends on (rounded up).
+
+        The codec decoder is convolutional only, so an output sample sees a bounded window of
+        latents. Walking its layers at their sample rates (r output samples per latent frame):
+        a convolution of kernel k and dilation d reaches d·(k−1)/2 samples each way, i.e.
+        d·(k−1)/(2r) frames; an upsampling transposed convolution of kernel k and stride s
+        reaches at most ⌈k/s⌉ of its input samples each way. The sum, rounded up, plus one
+        frame for the position of a sample inside its frame, is returned: decoding a span with
+        that many extra frames on each side gives exactly the samples a one-piece decode gives
+        there (:class:`talker_core.pipeline.render.SpeechDecoder` relies on it).
+        """
+        reach, rate = 0.0, 1
+        for m in self.CodecDec.modules():
+            if not isinstance(m, _WeightNormConv):
+                continue
+            if m.transposed:
+                reach += math.ceil(m.kernel_size / m.stride) / rate
+                rate *= m.stride
+            else:
+                reach += m.dilation * (m.kernel_size - 1) / 2 / rate
+        return math.ceil(reach) + 1
+
     # -- API ---------------------------------------------------------------
 
     def semantic_features(self, mel: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,13 @@ from talker_core.pipeline.encode import (
     motion_from_reference_pt,
 )
 from talker_core.pipeline.generate import generate
-from talker_core.pipeline.render import RenderOutOfMemory, decode_speech, render_motion
+from talker_core.pipeline.render import (
+    FrameRenderer,
+    RenderOutOfMemory,
+    SpeechDecoder,
+    decode_speech,
+    render_motion,
+)
 from talker_core.pipeline.request import (
     MAX_REFERENCE_SECONDS,
     MAX_SEGMENT_FRAMES,
@@ -31,6 +37,7 @@ from talker_core.pipeline.request import (
     TalkRequest,
     TalkResult,
 )
+from talker_core.pipeline.stream import StreamChunk, TalkStream, render_to_mp4, stream_talk, stream_to_mp4
 from talker_core.pipeline.text import check_speakable, split_text, unspeakable_message, unspeakable_reason
 
 __all__ = [
@@ -53,6 +60,13 @@ __all__ = [
     "decode_speech",
     "render_motion",
     "RenderOutOfMemory",
+    "SpeechDecoder",
+    "FrameRenderer",
+    "stream_talk",
+    "stream_to_mp4",
+    "render_to_mp4",
+    "StreamChunk",
+    "TalkStream",
     "split_text",
     "check_speakable",
     "unspeakable_message",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -126,6 +127,7 @@ def generate(
     forced_speech: Optional[SpeechLatents] = None,
     forced_motion: Optional[MotionCodes] = None,
     hooks: Optional[Hooks] = None,
+    on_frames: Optional[Callable[[torch.Tensor, Optional[torch.Tensor]], None]] = None,
 ) -> TalkResult:
     """Run the backbone and both heads for one request (any mode, any length).
 
@@ -139,6 +141,11 @@ def generate(
     segment) run as several segments; each continues from the previous one's last
     ``segment_prefix_seconds`` as its prefix, so voice, prosody and motion carry over.
     Returned latents include the reference prefix of the first segment.
+
+    on_frames(speech (n, 32), motion (n, 40) or None): optional, called in order with every
+    stretch of the result as soon as it is final (the first segment's prefix, then each patch,
+    trimmed as the result is), float32 on the CPU; concatenated they are exactly the returned
+    ``speech``/``motion`` (:mod:`talker_core.pipeline.stream` renders from them while generating).
     """
     from talker_core.fast import FastPatchStep
     from talker_core.generation.engine import (
@@ -252,6 +259,25 @@ def generate(
         def progress(done: int, total: int, _base=base) -> None:
             hooks.report(min(_base + done, planned), max(planned, _base + total), "generate")
 
+        limit = remaining if segment.forced is None else min(segment.forced.shape[0], remaining)
+        emitted = [0]
+
+        def on_patch(_index, speech, motion, _limit=limit, _emitted=emitted) -> None:
+            n = min(speech.shape[-1], _limit - _emitted[0])
+            if n <= 0:
+                return
+            _emitted[0] += n
+            s = speech[0, :, :n].transpose(0, 1).float().cpu()
+            m = motion[0, :, :n].transpose(0, 1).float().cpu() if (joint and motion is not None) else None
+            assert on_frames is not None  # these hooks are installed only with on_frames
+            on_frames(s, m)
+
+        def on_prefill(out) -> None:
+            m = out.prefix_motion.float().cpu() if (joint and out.prefix_motion is not None) else None
+            if out.prefix_speech.shape[0] or (m is not None and m.shape[0]):
+                assert on_frames is not None
+                on_frames(out.prefix_speech.float().cpu(), m)
+
         try:
             out = engine.generate(
                 prompt,
@@ -267,6 +293,8 @@ def generate(
                 max_patches=max_patches,
                 progress=progress,
                 should_cancel=hooks.should_cancel,
+                on_patch=on_patch if on_frames is not None else None,
+                on_prefill=on_prefill if (on_frames is not None and index == 0) else None,
             )
         except GenerationCancelled as exc:
             raise Cancelled(str(exc)) from exc

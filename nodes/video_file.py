@@ -1,0 +1,144 @@
+"""Render Video File: motion + face (+ speech or AUDIO) → an MP4 in the output folder and a core VIDEO.
+
+Frames go from the renderer straight into the encoder a batch at a time, so a long clip never
+exists as an IMAGE batch (which costs 4.5 GB of RAM per minute of video): memory stays flat in
+the clip's length. The file carries the workflow and prompt like Save Video's, so dropping it on
+the canvas gives the graph back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from comfy_api.latest import InputImpl, io, ui
+
+from . import host
+from .plot import summary_ui
+from .sockets import (
+    CATEGORY,
+    TalkerCodec,
+    TalkerFace,
+    TalkerFaceModel,
+    TalkerMotion,
+    TalkerSpeech,
+)
+
+PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+
+
+def _metadata(prompt, extra_pnginfo) -> dict | None:
+    """What core Save Video stores: every extra_pnginfo entry (the workflow) and the prompt, as JSON text."""
+    from comfy.cli_args import args
+
+    if getattr(args, "disable_metadata", False):
+        return None
+    meta = {}
+    for key, value in (extra_pnginfo or {}).items():
+        meta[key] = json.dumps(value)
+    if prompt is not None:
+        meta["prompt"] = json.dumps(prompt)
+    return meta or None
+
+
+class TalkerRenderVideoFile(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TalkerRenderVideoFile",
+            display_name="Talker-T2AV Render Video File",
+            category=f"{CATEGORY}/decode",
+            description="Motion codes + a face (+ speech) → an MP4 (H.264 + AAC) written frame by frame into the "
+            "output folder, and a VIDEO. Memory stays flat however long the clip: use it for long videos. The file "
+            "carries the workflow (drop it on the canvas to get the graph back).",
+            inputs=[
+                TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
+                TalkerFace.Input("face", tooltip="The face to animate (Talker-T2AV Encode Face)."),
+                TalkerMotion.Input("motion", tooltip="Motion codes (from the sampler, an encoder or a latents file)."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="video/Talker",
+                    tooltip="Where in the output folder the MP4 goes (as Save Video's prefix).",
+                ),
+                io.Int.Input(
+                    "chunk",
+                    default=8,
+                    min=1,
+                    max=256,
+                    tooltip="Frames rendered per batch: higher is faster on a GPU but needs more memory.",
+                ),
+                io.Int.Input(
+                    "crf",
+                    default=18,
+                    min=0,
+                    max=51,
+                    tooltip="x264 quality: 0 lossless, 18 visually lossless, 51 worst.",
+                ),
+                io.Combo.Input("preset", options=PRESETS, default="medium", tooltip="x264 speed/size trade-off."),
+                TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
+                TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
+                io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),
+            ],
+            outputs=[io.Video.Output("video", display_name="video", tooltip="The written MP4 as a VIDEO.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(
+        cls, face_model, face, motion, filename_prefix, chunk, crf, preset, codec=None, speech=None, audio=None
+    ) -> io.NodeOutput:
+        import folder_paths
+
+        from talker_core.pipeline import render_to_mp4
+        from talker_core.types import FPS
+
+        if motion is None:
+            raise ValueError(
+                "motion is empty: the sampler ran in speech-only mode (or V2A without motion); "
+                "turn speech_only off to get a video, or render a motion from an encoder or a file"
+            )
+        if face is None:
+            raise ValueError("face is empty: connect Talker-T2AV Encode Face")
+        if speech is not None and audio is not None:
+            raise ValueError("connect speech (with codec) or audio for the sound, not both")
+        if speech is not None and codec is None:
+            raise ValueError("speech is connected but codec is not: connect Talker-T2AV Load Speech Codec")
+        wav = rate = None
+        if audio is not None:
+            wav, rate = host.audio_input(audio, "audio")
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), 512, 512
+        )
+        file = f"{name}_{counter:05}_.mp4"
+        path = os.path.join(folder, file)
+        liax = face_model.ready()
+        vae = codec.ready() if speech is not None else None
+        start = time.perf_counter()
+        with host.interruptible():
+            render_to_mp4(
+                liax,
+                face,
+                motion,
+                path,
+                vae=vae,
+                speech=speech,
+                audio=wav,
+                sample_rate=rate,
+                chunk=chunk,
+                hooks=host.make_hooks(),
+                crf=crf,
+                preset=preset,
+                metadata=_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo),
+            )
+        wall = time.perf_counter() - start
+        seconds = motion.frames / FPS
+        text = (
+            f"wrote {file}: {motion.frames} frames ({seconds:.2f} s) in {wall:.2f} s "
+            f"(RTF {wall / max(seconds, 1e-9):.2f})"
+        )
+        saved = ui.SavedResult(file, subfolder, io.FolderType.output)
+        return io.NodeOutput(
+            InputImpl.VideoFromFile(path), ui={**ui.PreviewVideo([saved]).as_dict(), **summary_ui(text)}
+        )
