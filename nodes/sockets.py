@@ -41,6 +41,7 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "TalkerEncodeMotion": ["dubbing", "head motion", "motion capture", "video to audio"],
     "TalkerDecodeSpeech": ["tts", "speech audio", "vae decode audio"],
     "TalkerRenderVideo": [*_TALKING, "render frames"],
+    "TalkerRenderVideoFile": [*_TALKING, "render video", "long video", "mp4"],
     "TalkerSaveSpeechLatents": ["save speech", "keep voice"],
     "TalkerSaveMotionLatents": ["save motion", "keep motion", "dubbing"],
     "TalkerLoadSpeechLatents": ["load speech", "lip sync"],

@@ -15,9 +15,11 @@ import time
 from comfy_api.latest import InputImpl, io, ui
 
 from . import host
+from .compat import schema_extras
 from .plot import summary_ui
 from .sockets import (
     CATEGORY,
+    SEARCH_ALIASES,
     TalkerCodec,
     TalkerFace,
     TalkerFaceModel,
@@ -47,14 +49,15 @@ class TalkerRenderVideoFile(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerRenderVideoFile",
-            display_name="Talker-T2AV Render Video File",
+            display_name="Render Video File",
+            **schema_extras(search_aliases=SEARCH_ALIASES["TalkerRenderVideoFile"], has_intermediate_output=True),
             category=f"{CATEGORY}/decode",
             description="Motion codes + a face (+ speech) → an MP4 (H.264 + AAC) written frame by frame into the "
             "output folder, and a VIDEO. Memory stays flat however long the clip: use it for long videos. The file "
             "carries the workflow (drop it on the canvas to get the graph back).",
             inputs=[
-                TalkerFaceModel.Input("face_model", tooltip="From Talker-T2AV Load Face Model."),
-                TalkerFace.Input("face", tooltip="The face to animate (Talker-T2AV Encode Face)."),
+                TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
+                TalkerFace.Input("face", tooltip="The face to animate (Encode Face)."),
                 TalkerMotion.Input("motion", tooltip="Motion codes (from the sampler, an encoder or a latents file)."),
                 io.String.Input(
                     "filename_prefix",

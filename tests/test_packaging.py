@@ -33,8 +33,8 @@ SHIPPED_TOP = {
     "README.md",
     "LICENSE",
 }
-# The MP4 writer still starts ffmpeg; the long-video issue replaces it with PyAV. Nothing else may.
-KNOWN_SUBPROCESS = {"talker_core/media/output.py"}
+# Nothing that ships starts a subprocess (the MP4 writer is PyAV; the Registry flags any subprocess).
+KNOWN_SUBPROCESS: set[str] = set()
 
 
 def tracked_files() -> list[str]:
