@@ -111,6 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    from talker_core.cli import features
+
+    features.add_arguments(parser)
 
 
 class _Progress:
@@ -238,8 +241,10 @@ class Plan:
 def plan(args: argparse.Namespace) -> Plan:
     """Check the arguments and build the requests (raises ValueError naming the option at fault)."""
     from talker_core import pipeline as P
+    from talker_core.cli import features
 
     mode = _mode(args)
+    features.apply_demo_defaults(args, mode)
     _check_inputs(args, mode)
     texts = _texts(args)
     seeds = list(args.seed or [0])
@@ -353,6 +358,7 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     ``decoded`` is what :func:`read_inputs` returned (read here when not given).
     """
     from talker_core import pipeline as P
+    from talker_core.cli.features import face_options
     from talker_core.types import FPS
 
     decoded = read_inputs(args, mode) if decoded is None else decoded
@@ -362,10 +368,10 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     if "ref_audio" in decoded:
         voice = P.encode_voice(models.get("whisperx_vae"), models.get("speaker"), *decoded["ref_audio"])
     if "ref_image" in decoded:
-        face = P.encode_face(liax, decoded["ref_image"])
+        face = P.encode_face(liax, decoded["ref_image"], **face_options(args))
     elif "ref_frames" in decoded:
         frames, prefix_s = decoded["ref_frames"], decoded["prefix_seconds"]
-        face = P.encode_face(liax, frames[0])
+        face = P.encode_face(liax, frames[0], **face_options(args))
         if prefix_s > 0:
             used = frames[: max(1, int((prefix_s + 1e-6) * FPS))]  # the prefix only: the rest was read ahead
             reference_motion = P.encode_motion(liax, used, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
@@ -386,8 +392,12 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     )
 
 
-def generate_one(models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None):
+def generate_one(
+    models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None, writer=None
+):
     """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult.
+
+    ``writer(out_path, frames, face, audio)`` replaces the plain MP4 writer of rendered frames (paste-back).
 
     ``keep_frames`` (V2A): the driving clip's frames at 25 fps, written as they are under the new speech
     (without the reference prefix) instead of rendering the face through LIA-X.
@@ -409,14 +419,20 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
             frames = P.render_motion(
                 liax, inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
             )
-            media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+            if writer is not None:
+                writer(out_path, frames, inputs["face"], audio)
+            else:
+                media.write_mp4(out_path, frames, FPS, audio=audio, sample_rate=SAMPLE_RATE)
     return result
 
 
 def run(args: argparse.Namespace) -> int:
     from talker_core import pipeline as P
+    from talker_core.cli import features
     from talker_core.types import FPS
 
+    if args.dialogue:
+        return features.run_dialogue(args)
     job = plan(args)
     outputs = _outputs(Path(args.out), len(job.requests))
     checks.check_outputs(outputs, args)
@@ -433,7 +449,16 @@ def run(args: argparse.Namespace) -> int:
 
     for request, out_path in zip(job.requests, outputs, strict=True):
         t0 = time.perf_counter()
-        result = generate_one(models, request, inputs, out_path, args.render_chunk, hooks, keep_frames=keep)
+        result = generate_one(
+            models,
+            request,
+            inputs,
+            out_path,
+            args.render_chunk,
+            hooks,
+            keep_frames=keep,
+            writer=features.video_writer(args),
+        )
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS
         print(

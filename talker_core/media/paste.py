@@ -177,7 +177,7 @@ def paste_frames(
         backgrounds = ping_pong(backgrounds, count)
     mask = colour = None
     size = None
-    for face, background in zip(faces, backgrounds):
+    for face, background in zip(faces, backgrounds, strict=False):
         bg = _as_float_frame(background, "background frame")
         h, w = int(bg.shape[0]), int(bg.shape[1])
         if size is None:
@@ -198,3 +198,43 @@ def paste_frames(
         elif (h, w) != size:
             raise MediaError(f"background frames change size ({size[1]}×{size[0]} then {w}×{h}); give one size")
         yield paste_frame(face, bg, crop, feather, colour, mask)
+
+
+def write_frames_mp4(path, frames: Iterable, count: int, fps: float, audio=None, sample_rate: Optional[int] = None):
+    """Write ``count`` frames from an iterable to an MP4 without holding them in memory.
+
+    The frames are spooled to a temporary uint8 file beside the output (a memory map, so resident
+    memory stays at a few frames) and handed to :func:`talker_core.media.write_mp4`, which reads it
+    16 frames at a time. (A streaming encoder that skips the spool file can replace this.)
+    """
+    import contextlib
+    import os
+    import secrets
+    from pathlib import Path
+
+    from talker_core.media.output import write_mp4
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spool = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.frames.tmp")
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise MediaError("there are no frames to write") from None
+    h, w = int(first.shape[0]), int(first.shape[1])
+    try:
+        buf = np.lib.format.open_memmap(spool, mode="w+", dtype=np.uint8, shape=(count, h, w, 3))
+        buf[0] = first.numpy() if isinstance(first, torch.Tensor) else first
+        n = 1
+        for frame in it:
+            if n >= count:
+                break
+            buf[n] = frame.numpy() if isinstance(frame, torch.Tensor) else frame
+            n += 1
+        buf.flush()
+        return write_mp4(out, torch.from_numpy(buf[:n]), fps, audio=audio, sample_rate=sample_rate)
+    finally:
+        buf = None  # noqa: F841 - release the map before removing its file
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spool)

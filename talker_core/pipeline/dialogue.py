@@ -7,7 +7,9 @@ Every turn is generated once per speaker: the active speaker says the turn's wor
 voice and face); everyone else listens (A2V: their face's motion sampled against silent speech of the
 same length, so they nod and blink but do not talk). Each speaker's next turn continues from the
 last ``carry_seconds`` of their previous one as a prefix (the long-form mechanism), so a voice keeps
-its prosody and a head its pose from turn to turn. The turns' audio is joined into one track.
+its prosody and a head its pose from turn to turn: a speaking turn's prefix is the tail of the
+speaker's last *spoken* turn (speech) with their latest motion (their pose after listening); a
+listening turn continues from what the speaker last did. The turns' audio is joined into one track.
 
 :func:`dialogue_frames` renders the conversation frame by frame: ``side_by_side`` puts the speakers'
 512×512 frames next to each other (in the order they were given), ``cuts`` shows the active speaker
@@ -117,8 +119,9 @@ def _tile(block: torch.Tensor, frames: int) -> torch.Tensor:
 
 @dataclass
 class _History:
-    speech: Optional[torch.Tensor] = None  # (F, 32) tail of the last turn
-    motion: Optional[torch.Tensor] = None  # (F, 40)
+    spoken: Optional[torch.Tensor] = None  # (F, 32) the speaker's last spoken turn (their prosody)
+    speech: Optional[torch.Tensor] = None  # (F, 32) the last turn's speech track, spoken or silent
+    motion: Optional[torch.Tensor] = None  # (F, 40) the last turn's motion (their latest pose)
 
 
 @torch.inference_mode()
@@ -164,10 +167,13 @@ def generate_dialogue(
     def run(tag: str, req: TalkRequest, forced: Optional[torch.Tensor]):
         spk, past = speakers[tag], history[tag]
         voice, reference_motion, prefix = spk.voice, None, 0
-        if past.speech is not None and carry > 0:
-            prefix = min(carry, past.speech.shape[0], past.motion.shape[0]) // PATCH * PATCH
+        # speaking: the prefix is the tail of their last spoken turn (prosody) with their latest pose;
+        # listening: the tail of whatever they did last, speech and motion as they happened
+        speech_src = past.spoken if forced is None else past.speech
+        if speech_src is not None and past.motion is not None and carry > 0:
+            prefix = min(carry, speech_src.shape[0], past.motion.shape[0]) // PATCH * PATCH
         if prefix:
-            voice = SpeakerReference(spk.voice.embedding, SpeechLatents(past.speech[-prefix:]))
+            voice = SpeakerReference(spk.voice.embedding, SpeechLatents(speech_src[-prefix:]))
             reference_motion = MotionCodes(past.motion[-prefix:])
         req = replace(req, prefix_seconds=prefix / FPS)
         result = generate(
@@ -196,7 +202,7 @@ def generate_dialogue(
             wav = torch.nn.functional.pad(wav, (0, frames * samples_per_frame - wav.shape[1]))
         audio.append(wav)
         motions[turn.speaker].append(motion)
-        history[turn.speaker] = _History(speech, motion)
+        history[turn.speaker] = _History(speech, speech, motion)
         step += 1
         hooks.report(step, total_steps, "dialogue")
         for tag in speakers:
@@ -210,7 +216,7 @@ def generate_dialogue(
             if lm.shape[0] < frames:  # never expected; keep the tracks aligned anyway
                 lm = torch.cat([lm, lm[-1:].expand(frames - lm.shape[0], -1)], 0)
             motions[tag].append(lm)
-            history[tag] = _History(quiet, lm)
+            history[tag] = _History(history[tag].spoken, quiet, lm)
             step += 1
             hooks.report(step, total_steps, "dialogue")
         active.extend([turn.speaker] * frames)
@@ -248,7 +254,12 @@ def dialogue_frames(
         if layout == "side_by_side":
             tiles = [
                 render_motion(
-                    liax, speakers[t].face, MotionCodes(dialogue.motions[t].codes[start:stop]), chunk, quiet, as_uint8=True
+                    liax,
+                    speakers[t].face,
+                    MotionCodes(dialogue.motions[t].codes[start:stop]),
+                    chunk,
+                    quiet,
+                    as_uint8=True,
                 )
                 for t in tags
             ]
@@ -262,7 +273,9 @@ def dialogue_frames(
                 while j < stop and dialogue.active[j] == tag:
                     j += 1
                 codes = MotionCodes(dialogue.motions[tag].codes[i:j])
-                block[i - start : j - start] = render_motion(liax, speakers[tag].face, codes, chunk, quiet, as_uint8=True)
+                block[i - start : j - start] = render_motion(
+                    liax, speakers[tag].face, codes, chunk, quiet, as_uint8=True
+                )
                 i = j
         hooks.report(stop, total, "render")
         yield from block
