@@ -22,7 +22,10 @@ REQUIRED = {  # import name → pip name (requirements.txt)
     "imageio_ffmpeg": "imageio-ffmpeg>=0.5",
     "huggingface_hub": "huggingface_hub>=0.30",
 }
-OPTIONAL = {"flash_attn": "attention 'flash_attention_2' on the loader (sdpa works without it)"}
+OPTIONAL = {
+    "flash_attn": "attention 'flash_attention_2' on the loader (sdpa works without it)",
+    "cv2": "face framing in Encode Face, OpenCV 4.x from requirements.txt (faces are centre-cropped without it)",
+}
 
 
 def _version(module) -> str:

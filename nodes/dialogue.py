@@ -49,13 +49,24 @@ class TalkerDialogue(io.ComfyNode):
                 ),
                 *speakers,
                 io.Int.Input(
-                    "seed", default=0, min=0, max=2**63 - 1, control_after_generate=True, tooltip="Turn i uses seed + i."
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=2**63 - 1,
+                    control_after_generate=True,
+                    tooltip="Turn i uses seed + i.",
                 ),
                 io.Int.Input("steps", default=10, min=1, max=200, tooltip="Euler steps per patch."),
                 io.Float.Input("cfg", default=2.0, min=0.0, max=20.0, step=0.1, tooltip="Guidance scale."),
                 io.Float.Input("temperature", default=0.3, min=0.0, max=5.0, step=0.05, tooltip="Noise temperature."),
                 io.Float.Input(
-                    "max_seconds", default=30.0, min=0.2, max=3600.0, step=0.1, tooltip="Length bound of each turn."
+                    "max_seconds",
+                    default=30.0,
+                    min=0.16,
+                    max=3600.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Length bound of each turn.",
                 ),
                 io.Float.Input(
                     "carry_seconds",

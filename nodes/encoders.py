@@ -149,7 +149,9 @@ class TalkerEncodeFace(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, face_model, image, frame_index, framing="detect", crop_x=0, crop_y=0, crop_size=0) -> io.NodeOutput:
+    def execute(
+        cls, face_model, image, frame_index, framing="detect", crop_x=0, crop_y=0, crop_size=0
+    ) -> io.NodeOutput:
         from talker_core.pipeline import encode_face
 
         if image.ndim == 4:

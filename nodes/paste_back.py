@@ -47,7 +47,7 @@ class TalkerPasteBack(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Image.Output("images", display_name="images", tooltip="Full-resolution frames."),
+                io.Image.Output("pasted", display_name="images", tooltip="Full-resolution frames."),
                 io.Float.Output("fps", display_name="fps", tooltip="Frame rate (25)."),
             ],
         )

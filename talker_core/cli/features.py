@@ -196,7 +196,7 @@ def run_dialogue(args) -> int:
     frames = dialogue_frames(liax, dialogue, speakers, args.layout, chunk=args.render_chunk, hooks=hooks)
     write_frames_mp4(out, frames, dialogue.frames, FPS, audio=dialogue.audio, sample_rate=SAMPLE_RATE)
     print(
-        f"{out}: dialogue of {len(turns)} turns, {len(speakers)} speakers, {dialogue.seconds:.2f} s "
+        f"{out}: dialogue of {len(turns)} turn{'s' if len(turns) != 1 else ''}, {len(speakers)} speakers, {dialogue.seconds:.2f} s "
         f"({args.layout}) in {time.perf_counter() - t0:.1f} s wall"
     )
     return 0
