@@ -452,12 +452,12 @@ def test_generate_dialogue_from_the_command_line(debug_models, tmp_path):
     code, stdout, stderr = cli(
         "generate", "--models", debug_models, "--dialogue", script,
         "--speaker", f"A={tmp_path / 'a.wav'},{tmp_path / 'a.png'}", "--speaker", f"B={tmp_path / 'b.wav'},{tmp_path / 'b.png'}",
-        "--framing", "centre", "--steps", "2", "--max-seconds", "0.08", "--quiet", "--out", out,
+        "--framing", "centre", "--layout", "cuts", "--steps", "2", "--max-seconds", "0.08", "--quiet", "--out", out,
     )  # fmt: skip
     assert code == 0, stderr
     v = video_stream(out)
-    assert (v["width"], v["height"]) == (1024, 512)
-    assert "dialogue of 1 turn, 2 speakers" in stdout
+    assert (v["width"], v["height"]) == (512, 512)  # side by side is checked in process (cheap renderer)
+    assert "dialogue of 1 turn, 2 speakers" in stdout and "(cuts)" in stdout
     code, _, stderr = cli(
         "generate", "--models", debug_models, "--dialogue", script,
         "--speaker", f"B={tmp_path / 'b.wav'},{tmp_path / 'b.png'}", "--out", tmp_path / "y.mp4",
