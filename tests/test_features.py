@@ -435,6 +435,11 @@ def test_generate_paste_back_on_a_non_square_photo(debug_models, tmp_path):
     # away from the square, the photo is untouched (up to the video codec)
     original = torch.from_numpy(drawn_face(180, 240, 90, 100, 70)).float()
     assert (frames[0, -20:].float() - original[-20:]).abs().mean() < 4
+    code, _, stderr = cli(
+        "generate", "--models", debug_models, "--speech-only", "--text", "Hi.", "--ref-audio", tmp_path / "v.wav",
+        "--paste-back", "--out", tmp_path / "s.wav",
+    )  # fmt: skip
+    assert code == 1 and "cannot be combined with --speech-only" in stderr and not (tmp_path / "s.wav").exists()
 
 
 def test_generate_dialogue_from_the_command_line(debug_models, tmp_path):

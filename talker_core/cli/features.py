@@ -94,12 +94,19 @@ def _say(text: str) -> None:
 
 
 def apply_demo_defaults(args, mode: str) -> None:
-    """Fill --ref-audio / --ref-image with the downloaded demo media when a mode needs them and none is given."""
+    """Check the paste-back options, and fill --ref-audio / --ref-image with the downloaded demo media when a
+    mode needs them and none is given."""
     from talker_core.pipeline import Mode
     from talker_core.weights.download import find_demo
 
     if getattr(args, "dialogue", None):
         return
+    if args.paste_back and mode == Mode.SPEECH:
+        raise ValueError("--paste-back composites video frames; it cannot be combined with --speech-only")
+    if args.paste_back and mode == Mode.V2A and not (args.ref_image or args.ref_video):
+        raise ValueError("--paste-back needs the original picture: give --ref-image or --ref-video")
+    if not 0.0 <= args.feather <= 0.5:
+        raise ValueError(f"--feather must be in 0..0.5, got {args.feather}")
     demo = find_demo(args.models)
     need_voice = mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and not args.ref_audio
     need_face = mode in (Mode.T2AV, Mode.A2V) and not (args.ref_video or args.ref_image)
