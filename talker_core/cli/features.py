@@ -101,11 +101,12 @@ def apply_demo_defaults(args, mode: str) -> None:
 
     if getattr(args, "dialogue", None):
         return
-    if args.paste_back and mode == Mode.SPEECH:
+    paste_back = getattr(args, "paste_back", False)
+    if paste_back and mode == Mode.SPEECH:
         raise ValueError("--paste-back composites video frames; it cannot be combined with --speech-only")
-    if args.paste_back and mode == Mode.V2A and not (args.ref_image or args.ref_video):
+    if paste_back and mode == Mode.V2A and not (args.ref_image or args.ref_video):
         raise ValueError("--paste-back needs the original picture: give --ref-image or --ref-video")
-    if not 0.0 <= args.feather <= 0.5:
+    if not 0.0 <= getattr(args, "feather", 0.1) <= 0.5:
         raise ValueError(f"--feather must be in 0..0.5, got {args.feather}")
     demo = find_demo(args.models)
     need_voice = mode in (Mode.T2AV, Mode.SPEECH, Mode.V2A) and not args.ref_audio
