@@ -25,7 +25,7 @@ class TalkerDialogue(io.ComfyNode):
             ]
         return io.Schema(
             node_id="TalkerDialogue",
-            display_name="Talker-T2AV Dialogue",
+            display_name="Dialogue",
             category=f"{CATEGORY}/generate",
             description="A conversation from a script: one turn per line, 'A: words' / 'B: words' (a line without a "
             "tag continues the turn). Each turn is spoken in its speaker's voice (prosody carried over from "

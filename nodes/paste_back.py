@@ -16,7 +16,7 @@ class TalkerPasteBack(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TalkerPasteBack",
-            display_name="Talker-T2AV Paste Back",
+            display_name="Paste Back",
             category=f"{CATEGORY}/decode",
             description="Put the rendered face back into the original picture: each frame is resized to the square "
             "the face was cut from (recorded by Encode Face) in the background's own resolution and blended in "
