@@ -237,7 +237,7 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
     assert json.loads(info["metadata"]["prompt"])[sampler]["class_type"] == "TalkerSampler"
     assert json.loads(info["metadata"]["workflow"])["nodes"]
     if path.stem == "talker_paste_back":  # the photo's own size
-        from comfy_stubs.harness import PORTRAIT
+        from synthetic import PORTRAIT
 
         assert video["size"] == PORTRAIT and video["frames"] >= 4
     elif path.stem == "talker_v2a":  # the source clip's frames with the new speech

@@ -23,7 +23,7 @@ from talker_core.weights import download as dl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from comfy_stubs.harness import FastLiaX  # noqa: E402
+from synthetic import FastLiaX  # noqa: E402
 
 
 def drawn_face(width: int, height: int, cx: float, cy: float, s: float) -> np.ndarray:
