@@ -15,7 +15,10 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-IMPORT_NAMES = {"pillow": "PIL"}  # pip names whose import name is not the pip name with "-" → "_"
+IMPORT_NAMES = {
+    "pillow": "PIL",
+    "opencv-python-headless": "cv2",
+}  # pip names whose import name is not the pip name with "-" → "_"
 
 
 def required() -> dict[str, str]:

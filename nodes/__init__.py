@@ -37,6 +37,7 @@ def _ensure_talker_core() -> None:
 _ensure_talker_core()
 
 from .decoders import TalkerDecodeSpeech, TalkerRenderVideo  # noqa: E402
+from .dialogue import TalkerDialogue  # noqa: E402
 from .encoders import (  # noqa: E402
     TalkerEncodeFace,
     TalkerEncodeMotion,
@@ -55,6 +56,7 @@ from .loaders import (  # noqa: E402
     TalkerLoadModel,
     TalkerLoadSpeakerEncoder,
 )
+from .paste_back import TalkerPasteBack  # noqa: E402
 from .sampler import TalkerSampler  # noqa: E402
 from .video_file import TalkerRenderVideoFile  # noqa: E402
 
@@ -71,6 +73,8 @@ NODES = [
     TalkerDecodeSpeech,
     TalkerRenderVideo,
     TalkerRenderVideoFile,
+    TalkerPasteBack,
+    TalkerDialogue,
     TalkerSaveSpeechLatents,
     TalkerSaveMotionLatents,
     TalkerLoadSpeechLatents,
@@ -82,11 +86,12 @@ def extension():
     """The ``ComfyExtension`` ComfyUI asks ``comfy_entrypoint()`` for."""
     from comfy_api.latest import ComfyExtension
 
-    from .host import register_model_folder
+    from .host import install_demo_inputs, register_model_folder
 
     class TalkerExtension(ComfyExtension):
         async def on_load(self) -> None:
             register_model_folder()
+            install_demo_inputs()  # after `download`: the example workflows' inputs are the demo files
 
         async def get_node_list(self):
             register_model_folder()  # before the loaders' schemas list the folder

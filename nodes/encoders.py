@@ -6,6 +6,8 @@ import logging
 
 from comfy_api.latest import io
 
+from talker_core.media.framing import FRAMING_MODES
+
 from . import host
 from .compat import schema_extras
 from .plot import summary_ui
@@ -110,9 +112,11 @@ class TalkerEncodeFace(io.ComfyNode):
             **schema_extras(search_aliases=SEARCH_ALIASES["TalkerEncodeFace"]),
             display_name="Encode Face",
             category=f"{CATEGORY}/encode",
-            description="A face image → the identity to animate. Non-square images are centre-cropped and "
-            "resized to 512×512; a front-facing, head-and-shoulders crop works best. From a batch "
-            "(e.g. video frames), the frame at frame_index is used.",
+            description="A face image → the identity to animate. The face is found and framed head and "
+            "shoulders (as the face model was trained), then resized to 512×512; with no face found, or "
+            "framing 'centre', the centred square is used; a crop_size > 0 takes your own square. The "
+            "square travels with the face (for Talker-T2AV Paste Back). From a batch (e.g. video "
+            "frames), the frame at frame_index is used.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
                 io.Image.Input("image", tooltip="The face (IMAGE). With a batch, one frame is picked by frame_index."),
@@ -123,12 +127,31 @@ class TalkerEncodeFace(io.ComfyNode):
                     max=100000,
                     tooltip="Which image of a batch to use (0 = the first). Ignored for a single image.",
                 ),
+                io.Combo.Input(
+                    "framing",
+                    options=list(FRAMING_MODES),
+                    default="detect",
+                    tooltip="detect: find the face (OpenCV) and frame head and shoulders; falls back to the "
+                    "centre crop when no face is found (see the log). centre: the centred square.",
+                ),
+                io.Int.Input("crop_x", default=0, min=0, max=65536, tooltip="Manual square: left edge (px)."),
+                io.Int.Input("crop_y", default=0, min=0, max=65536, tooltip="Manual square: top edge (px)."),
+                io.Int.Input(
+                    "crop_size",
+                    default=0,
+                    min=0,
+                    max=65536,
+                    tooltip="Manual square: side (px). 0 = off (framing decides); above 0 the square "
+                    "(crop_x, crop_y, crop_size) is used and must lie inside the image.",
+                ),
             ],
             outputs=[TalkerFace.Output("face", display_name="face", tooltip="The face identity.")],
         )
 
     @classmethod
-    def execute(cls, face_model, image, frame_index) -> io.NodeOutput:
+    def execute(
+        cls, face_model, image, frame_index, framing="detect", crop_x=0, crop_y=0, crop_size=0
+    ) -> io.NodeOutput:
         from talker_core.pipeline import encode_face
 
         if image.ndim == 4:
@@ -139,7 +162,8 @@ class TalkerEncodeFace(io.ComfyNode):
             if image.shape[0] > 1:
                 log.info("Encode Face: using frame %d of a batch of %d", frame_index, image.shape[0])
             image = image[frame_index]
-        face = encode_face(face_model.ready(), image)
+        crop = (crop_x, crop_y, crop_size) if crop_size > 0 else None
+        face = encode_face(face_model.ready(), image, framing=framing, crop=crop, name="image")
         return io.NodeOutput(host.identity_to_cpu(face))
 
 

@@ -137,6 +137,27 @@ def download(kind: str) -> None:
         pbar.update_absolute(done, max(total, 1))
 
     dl.download_models(root, kinds=[kind], progress=progress)
+    try:  # the demo voice and face (tiny) come with any download, so the example workflows run as opened
+        dl.download_demo(root)
+        install_demo_inputs()
+    except dl.DownloadError as exc:
+        log.warning("Talker-T2AV: the demo voice and face could not be fetched (%s); the models are in place", exc)
+
+
+def install_demo_inputs() -> list:
+    """Copy the downloaded demo media into ComfyUI's input folder under the example workflows' names.
+
+    Existing files are never replaced; without a downloaded demo nothing happens.
+    """
+    from talker_core.weights.download import install_demo_inputs as install
+
+    written = []
+    for root in model_roots():
+        try:
+            written += install(root, folder_paths.get_input_directory())
+        except OSError as exc:
+            log.warning("Talker-T2AV: could not place the demo inputs from %s (%s)", root, exc)
+    return written
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Draw the template thumbnails (example_workflows/<name>.jpg, 512×288): a title, and what goes in and
-what comes out as pictograms, on a colour of its own, so the six cards tell apart at a glance.
+what comes out as pictograms, on a colour of its own, so the cards tell apart at a glance.
 
 Usage: python scripts/make_thumbnails.py   (needs Pillow; uses DejaVu Sans where installed)
 """
@@ -59,6 +59,20 @@ CARDS = {
         ((90, 20, 20), (150, 50, 40)),
         ["pages"],
         ["segments"],
+    ),
+    "talker_paste_back": (
+        "Paste back into the photo",
+        "text + voice + photo, full size",
+        ((20, 80, 60), (40, 140, 100)),
+        ["text", "voice", "face"],
+        ["film"],
+    ),
+    "talker_dialogue": (
+        "Two-person dialogue",
+        "script + two voices + two faces",
+        ((100, 40, 20), (170, 90, 40)),
+        ["pages", "voice", "face"],
+        ["face", "face", "wave"],
     ),
 }
 

@@ -26,6 +26,7 @@ __all__ = [
     "SpeechLatents",
     "MotionCodes",
     "SpeakerReference",
+    "FaceCrop",
     "Identity",
 ]
 
@@ -137,6 +138,42 @@ class SpeakerReference:
         return f"SpeakerReference(embedding {_shape(self.embedding)}, reference {self.speech.seconds:.2f} s)"
 
 
+@dataclass(frozen=True)
+class FaceCrop:
+    """Where a 512×512 identity was cut from its source image: the square (x, y, size) in source pixels.
+
+    ``method`` says how the square was chosen: ``"detected"`` (face framing), ``"manual"`` (a box the
+    user gave) or ``"centre"`` (the centred square of the shorter side: framing off, or no face found).
+    Paste-back uses it to put rendered frames back at full resolution.
+    """
+
+    x: int
+    y: int
+    size: int
+    source_width: int
+    source_height: int
+    method: str = "centre"
+
+    def __post_init__(self):
+        if self.size < 1 or self.source_width < 1 or self.source_height < 1:
+            raise ValueError(f"crop box {self} has an empty size")
+        if (
+            self.x < 0
+            or self.y < 0
+            or self.x + self.size > self.source_width
+            or self.y + self.size > self.source_height
+        ):
+            raise ValueError(
+                f"crop box x={self.x}, y={self.y}, size={self.size} does not fit in the "
+                f"{self.source_width}×{self.source_height} source image"
+            )
+
+    def scaled_to(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The box (left, top, width, height) in a copy of the source resized to ``width``×``height``."""
+        sx, sy = width / self.source_width, height / self.source_height
+        return self.x * sx, self.y * sy, self.size * sx, self.size * sy
+
+
 @dataclass(repr=False)
 class Identity:
     """A face to animate: the LIA-X identity of one 512×512 image."""
@@ -145,7 +182,9 @@ class Identity:
     feats: list[torch.Tensor]  # encoder feature pyramid, each (1, C_i, H_i, W_i)
     first_motion: torch.Tensor  # (40,) normalised motion code of the image (the motion head's global condition)
     source: Optional[torch.Tensor] = field(default=None)  # (3, 512, 512) in [-1, 1], for previews
+    crop: Optional[FaceCrop] = field(default=None)  # where the 512×512 image was cut from its source
 
     def __repr__(self) -> str:
         source = "with source image" if self.source is not None else "no source image"
-        return f"Identity(z {_shape(self.z)}, {len(self.feats)} feature maps, {source})"
+        crop = f", crop {self.crop.size}px at ({self.crop.x}, {self.crop.y}) {self.crop.method}" if self.crop else ""
+        return f"Identity(z {_shape(self.z)}, {len(self.feats)} feature maps, {source}{crop})"

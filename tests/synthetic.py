@@ -141,4 +141,11 @@ def write_inputs(folder: Path) -> dict[str, Path]:
         "talker_speech.wav": write_wav(folder / "talker_speech.wav", voice_waveform(1.0, 16000, seed=1), 16000),
         "talker_reference.mp4": write_mp4(folder / "talker_reference.mp4", talking_frames(30), 25, clip_audio),
         "talker_silent.mp4": write_mp4(folder / "talker_silent.mp4", talking_frames(24), 30),
+        # paste-back's non-square photo, and the dialogue example's second speaker
+        "talker_portrait.png": write_png(folder / "talker_portrait.png", face_image(PORTRAIT[1], PORTRAIT[0], seed=3)),
+        "talker_voice_b.wav": write_wav(folder / "talker_voice_b.wav", voice_waveform(1.5, 22050, seed=4), 22050),
+        "talker_face_b.png": write_png(folder / "talker_face_b.png", face_image(seed=5).flip(2)),
     }
+
+
+PORTRAIT = (240, 320)  # (width, height) of the example input talker_portrait.png

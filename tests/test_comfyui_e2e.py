@@ -65,6 +65,7 @@ SHORT = {
     "TalkerSampler": {"max_seconds": 0.16},
     "TalkerEncodeMotion": {"max_seconds": 0.2},
     "TalkerEncodeSpeech": {"max_seconds": 0.52},  # the encoder wants at least 0.5 s
+    "TalkerDialogue": {"max_seconds": 0.16, "steps": 2, "script": "A: Hello.\nB: Hi."},
 }
 
 
@@ -220,6 +221,18 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
     assert status["status_str"] == "success", f"{errors}\n{log_path.read_text()[-4000:]}"
     print(f"{path.stem}: {time.monotonic() - started:.1f} s")
 
+    dialogue = next((nid for nid, n in prompt.items() if n["class_type"] == "TalkerDialogue"), None)
+    if dialogue is not None:  # no sampler: one conversation, both speakers side by side
+        files = [
+            q.download(server, item, tmp_path)
+            for outputs in entry["outputs"].values()
+            for item in outputs.get("images", [])
+        ]
+        assert len(files) == 1, entry["outputs"]
+        info = probe(files[0])
+        assert info["video"]["codec"] == "h264" and info["audio"] is not None
+        assert info["video"]["size"] == (1024, 512) and info["video"]["frames"] >= 4
+        return
     sampler = next(nid for nid, n in prompt.items() if n["class_type"] == "TalkerSampler")
     summary = entry["outputs"][sampler]["text"][0]
     assert "generated" in summary and "RTF" in summary
@@ -241,7 +254,11 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
     assert video["codec"] == "h264" and audio is not None and audio["codec"] == "aac"
     assert json.loads(info["metadata"]["prompt"])[sampler]["class_type"] == "TalkerSampler"
     assert json.loads(info["metadata"]["workflow"])["nodes"]
-    if path.stem == "talker_v2a":  # the source clip's frames with the new speech
+    if path.stem == "talker_paste_back":  # the photo's own size
+        from synthetic import PORTRAIT
+
+        assert video["size"] == PORTRAIT and video["frames"] >= 4
+    elif path.stem == "talker_v2a":  # the source clip's frames with the new speech
         assert video["size"] == (224, 256) and video["frames"] == 24
     else:
         assert video["size"] == (512, 512) and round(video["fps"]) == 25 and video["frames"] >= 4

@@ -51,7 +51,7 @@ def release_like():
 def test_layout_and_skip_existing(tmp_path):
     hub = FakeHub(release_like())
     seen = []
-    paths = download_models(tmp_path, client=hub, progress=lambda d, t, n: seen.append((d, t)))
+    paths = download_models(tmp_path, client=hub, progress=lambda d, t, n: seen.append((d, t)), demo=False)
     rel = sorted(str(p.relative_to(tmp_path)) for p in paths)
     assert rel == [
         "lia-x.pt",
@@ -64,7 +64,7 @@ def test_layout_and_skip_existing(tmp_path):
     assert seen[-1] == (5, 5)
     assert not (tmp_path / ".download").exists()
     hub.fetched.clear()
-    download_models(tmp_path, client=hub)
+    download_models(tmp_path, client=hub, demo=False)
     assert hub.fetched == [], "verified files must not be fetched again"
 
 

@@ -135,7 +135,7 @@ def test_entrypoint_loads_like_comfyui(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     ids = out.stdout.strip().splitlines()[-1].split(",")
-    assert len(ids) == len(set(ids)) == 16 and all(i.startswith("Talker") for i in ids)
+    assert len(ids) == len(set(ids)) == 18 and all(i.startswith("Talker") for i in ids)
 
 
 def test_schemas(comfy):

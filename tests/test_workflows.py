@@ -21,7 +21,16 @@ API_DIR = ROOT / "workflows_api"
 UI_FILES = sorted(UI_DIR.glob("*.json"))
 FRONTEND_ONLY = {"MarkdownNote", "Note"}  # UI notes: never sent to the server
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-EXPECTED = {"talker_t2av", "talker_style_prefix", "talker_a2v", "talker_v2a", "talker_speech_only", "talker_long_form"}
+EXPECTED = {
+    "talker_t2av",
+    "talker_style_prefix",
+    "talker_a2v",
+    "talker_v2a",
+    "talker_speech_only",
+    "talker_long_form",
+    "talker_paste_back",
+    "talker_dialogue",
+}
 WIDGET_TYPES = comfy_host.WIDGET_TYPES
 # The browser's part (fake): widgets the frontend adds after a combo that has an upload flag;
 # they are saved in widgets_values but never sent to the server.
@@ -178,7 +187,11 @@ def test_api_workflow_passes_comfyui_validation(path, comfy):
 
 
 # Small lengths so that every graph runs in seconds on the debug models.
-SHORT = {"TalkerSampler": {"max_seconds": 0.32}, "TalkerEncodeMotion": {"max_seconds": 0.4}}
+SHORT = {
+    "TalkerSampler": {"max_seconds": 0.32},
+    "TalkerEncodeMotion": {"max_seconds": 0.4},
+    "TalkerDialogue": {"max_seconds": 0.16, "steps": 2, "script": "A: Hello.\nB: Hi."},
+}
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +242,18 @@ def test_api_workflow_runs(path, comfy, fast_liax):
     executor = comfy_host.execute_prompt(api, {"extra_pnginfo": {"workflow": load_ui(path)}})
     new = {s: sorted(saved_files(comfy, s) - before[s]) for s in before}
     ui_of = executor.history_result["outputs"]
+    dialogues = [nid for nid, e in api.items() if e["class_type"] == "TalkerDialogue"]
+    if dialogues:  # a conversation: every speaker side by side (or cuts), one audio track
+        (nid,) = dialogues
+        images, audio, fps = comfy_host.cached_outputs(executor, nid)
+        speakers = sum(1 for k in api[nid]["inputs"] if k.startswith("voice_"))
+        width = 512 * speakers if api[nid]["inputs"]["layout"] == "side_by_side" else 512
+        assert images.shape[1:] == (512, width, 3) and fps == 25.0
+        assert audio["waveform"].shape[-1] == images.shape[0] * 960
+        assert len(new[".mp4"]) == 1
+        info = read_media(new[".mp4"][0])
+        assert info["video"] == (width, 512, images.shape[0]) and info["audio"] is not None
+        return
     samplers = [nid for nid, e in api.items() if e["class_type"] == "TalkerSampler"]
     assert len(samplers) == 1
     speech, motion = comfy_host.cached_outputs(executor, samplers[0])
@@ -244,7 +269,11 @@ def test_api_workflow_runs(path, comfy, fast_liax):
     assert len(new[".mp4"]) == 1
     info = read_media(new[".mp4"][0])
     assert info["video"] is not None and info["audio"] is not None
-    if path.stem != "talker_v2a":  # v2a lays the speech over the source clip's own frames
+    if path.stem == "talker_paste_back":  # the photo's own size
+        from synthetic import PORTRAIT
+
+        assert info["video"][:2] == PORTRAIT and info["video"][2] == motion.frames
+    elif path.stem != "talker_v2a":  # v2a lays the speech over the source clip's own frames
         assert info["video"][:2] == (512, 512)
         assert info["video"][2] == motion.frames
     for nid, e in api.items():

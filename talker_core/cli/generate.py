@@ -142,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    from talker_core.cli import features
+
+    features.add_arguments(parser)
 
 
 class _Progress:
@@ -281,8 +284,10 @@ class Plan:
 def plan(args: argparse.Namespace) -> Plan:
     """Check the arguments and build the requests (raises ValueError naming the option at fault)."""
     from talker_core import pipeline as P
+    from talker_core.cli import features
 
     mode = _mode(args)
+    features.apply_demo_defaults(args, mode)
     _check_inputs(args, mode)
     texts = _texts(args)
     seeds = list(args.seed or [0])
@@ -391,6 +396,7 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     ``decoded`` is what :func:`read_inputs` returned (read here when not given).
     """
     from talker_core import pipeline as P
+    from talker_core.cli.features import face_options
     from talker_core.types import FPS
 
     decoded = read_inputs(args, mode) if decoded is None else decoded
@@ -400,10 +406,10 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     if "ref_audio" in decoded:
         voice = P.encode_voice(models.get("whisperx_vae"), models.get("speaker"), *decoded["ref_audio"])
     if "ref_image" in decoded:
-        face = P.encode_face(liax, decoded["ref_image"])
+        face = P.encode_face(liax, decoded["ref_image"], **face_options(args))
     elif "ref_frames" in decoded:
         frames, prefix_s = decoded["ref_frames"], decoded["prefix_seconds"]
-        face = P.encode_face(liax, frames[0])
+        face = P.encode_face(liax, frames[0], **face_options(args))
         if prefix_s > 0:
             used = frames[: max(1, int((prefix_s + 1e-6) * FPS))]  # the prefix only: the rest was read ahead
             reference_motion = P.encode_motion(liax, used, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
@@ -424,8 +430,12 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     )
 
 
-def generate_one(models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None):
+def generate_one(
+    models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None, writer=None
+):
     """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult.
+
+    ``writer(out_path, frames, face, audio)`` replaces the plain MP4 writer of rendered frames (paste-back).
 
     ``keep_frames`` (V2A): the driving clip's frames at 25 fps, written as they are under the new speech
     (without the reference prefix) instead of rendering the face through LIA-X.
@@ -443,6 +453,12 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
         elif keep_frames is not None:
             audio = P.decode_speech(vae, speech)
             media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        elif writer is not None:  # paste-back: the rendered face composited into the source picture
+            assert result.motion is not None  # joint modes return motion
+            frames = P.render_motion(
+                models.get("liax"), inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
+            )
+            writer(out_path, frames, inputs["face"], P.decode_speech(vae, speech))
         else:  # frames straight into the encoder a batch at a time: memory flat in the clip's length
             assert result.motion is not None  # joint modes return motion
             P.render_to_mp4(
@@ -460,8 +476,11 @@ def generate_one(models: Models, request, inputs: dict, out_path: Path, render_c
 
 def run(args: argparse.Namespace) -> int:
     from talker_core import pipeline as P
+    from talker_core.cli import features
     from talker_core.types import FPS
 
+    if args.dialogue:
+        return features.run_dialogue(args)
     job = plan(args)
     outputs = _outputs(Path(args.out), len(job.requests))
     checks.check_outputs(outputs, args)
@@ -478,7 +497,16 @@ def run(args: argparse.Namespace) -> int:
 
     for request, out_path in zip(job.requests, outputs, strict=True):
         t0 = time.perf_counter()
-        result = generate_one(models, request, inputs, out_path, args.render_chunk, hooks, keep_frames=keep)
+        result = generate_one(
+            models,
+            request,
+            inputs,
+            out_path,
+            args.render_chunk,
+            hooks,
+            keep_frames=keep,
+            writer=features.video_writer(args),
+        )
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS
         print(

@@ -132,33 +132,9 @@ def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tens
     return torch.from_numpy(arr)
 
 
-def prepare_identity_image(
-    img: Union[torch.Tensor, np.ndarray],
-    name: str = "identity image",
-    size: int = IDENTITY_SIZE,
-    warn_small: bool = True,
-) -> torch.Tensor:
-    """Turn one image into the LIA-X identity input (MODEL.md §7).
-
-    Steps: channels → RGB (1 channel repeated; 2 = gray+alpha and 4 = RGBA: alpha
-    dropped, as in :func:`load_image`); a non-square image is centre-cropped to a
-    square of its shorter side (never stretched); the square is resized to
-    ``size``×``size`` — area interpolation (``F.interpolate(mode="area")``, the
-    reference's method) when shrinking, bicubic clamped to [0, 1] when enlarging
-    (area interpolation of an enlargement is nearest-neighbour blockiness); scaled
-    to [-1, 1]. Any size down to 1×1 is accepted (tests and previews use tiny
-    images); below 128 px on the shorter side a warning says the face will be soft.
-
-    Args:
-        img: one image, (H, W, C) or (1, H, W, C) or (H, W); uint8 (0–255), uint16
-            (0–65535), or float in [0, 1] (ComfyUI IMAGE); C in {1, 2, 3, 4}.
-        name: how errors refer to this input (e.g. the node socket name).
-        size: output side (512 for the release).
-        warn_small: log the small-image warning (turn off when preparing every frame of a clip).
-
-    Returns:
-        float32 tensor (3, size, size) in [-1, 1] on the input's device.
-    """
+def as_rgb_float(img: Union[torch.Tensor, np.ndarray], name: str = "image") -> torch.Tensor:
+    """One image of any accepted layout and type → float32 (H, W, 3) in [0, 1] (the checks of
+    :func:`prepare_identity_image`, without the crop)."""
     if isinstance(img, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(img))
     elif isinstance(img, torch.Tensor):
@@ -199,11 +175,63 @@ def prepare_identity_image(
         x = x.clamp(0.0, 1.0)
     else:
         raise MediaError(f"{name} has unsupported type {x.dtype}; give uint8 (0–255) or float (0–1)")
-    x = x[..., :1].expand(h, w, 3) if c in (1, 2) else x[..., :3]
-    side = min(h, w)
+    if c in (1, 2):
+        return x[..., :1].expand(h, w, 3)
+    return x[..., :3]
+
+
+def prepare_identity_image(
+    img: Union[torch.Tensor, np.ndarray],
+    name: str = "identity image",
+    size: int = IDENTITY_SIZE,
+    warn_small: bool = True,
+    crop: Optional[tuple[int, int, int]] = None,
+) -> torch.Tensor:
+    """Turn one image into the LIA-X identity input (MODEL.md §7).
+
+    Steps: channels → RGB (1 channel repeated; 2 = gray+alpha and 4 = RGBA: alpha
+    dropped, as in :func:`load_image`); the square ``crop`` = (x, y, side) is cut out, or
+    without one a non-square image is centre-cropped to a square of its shorter side
+    (never stretched; face framing, :mod:`talker_core.media.framing`, chooses ``crop``);
+    the square is resized to ``size``×``size`` — area interpolation
+    (``F.interpolate(mode="area")``, the reference's method) when shrinking, bicubic
+    clamped to [0, 1] when enlarging (area interpolation of an enlargement is
+    nearest-neighbour blockiness); scaled to [-1, 1]. Any size down to 1×1 is accepted
+    (tests and previews use tiny images); below 128 px on the square's side a warning
+    says the face will be soft.
+
+    Args:
+        img: one image, (H, W, C) or (1, H, W, C) or (H, W); uint8 (0–255), uint16
+            (0–65535), or float in [0, 1] (ComfyUI IMAGE); C in {1, 2, 3, 4}.
+        name: how errors refer to this input (e.g. the node socket name).
+        size: output side (512 for the release).
+        warn_small: log the small-image warning (turn off when preparing every frame of a clip).
+        crop: optional square (x, y, side) in the image's pixels; it must lie inside the image.
+
+    Returns:
+        float32 tensor (3, size, size) in [-1, 1] on the input's device.
+    """
+    x = as_rgb_float(img, name)
+    h, w = int(x.shape[0]), int(x.shape[1])
+    if crop is None:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+    else:
+        left, top, side = (int(v) for v in crop)
+        if side < 1 or left < 0 or top < 0 or left + side > w or top + side > h:
+            raise MediaError(
+                f"{name}: the crop box x={left}, y={top}, size={side} does not fit in the {w}×{h} image; "
+                f"give a square inside it (x + size ≤ {w}, y + size ≤ {h})"
+            )
     if warn_small and side < SMALL_IDENTITY_WARN:
-        logger.warning("%s is only %d×%d px; it is enlarged to %d×%d and the face will be soft", name, w, h, size, size)
-    top, left = (h - side) // 2, (w - side) // 2
+        logger.warning(
+            "%s: the face square is only %d×%d px; it is enlarged to %d×%d and the face will be soft",
+            name,
+            side,
+            side,
+            size,
+            size,
+        )
     x = x[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, S, S)
     if side > size:
         x = F.interpolate(x, size=(size, size), mode="area")

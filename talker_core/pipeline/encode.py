@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -118,21 +119,35 @@ def encode_speech(
 
 
 @torch.inference_mode()
-def encode_face(liax, image: torch.Tensor, stats: Optional[MotionStats] = None) -> Identity:
+def encode_face(
+    liax,
+    image: torch.Tensor,
+    stats: Optional[MotionStats] = None,
+    framing: str = "detect",
+    crop: Optional[Sequence[int]] = None,
+    detector=None,
+    name: str = "face image",
+) -> Identity:
     """A face image → LIA-X identity.
 
-    image: (H, W, C) or (1, H, W, C), float in [0, 1] or uint8, C in {1, 3, 4}; non-square
-    images are centre-cropped, then resized to 512×512.
+    image: (H, W, C) or (1, H, W, C), float in [0, 1] or uint8, C in {1, 3, 4}. The square that
+    becomes the 512×512 identity is chosen by :func:`talker_core.media.framing.choose_crop`:
+    ``framing="detect"`` finds the face and frames head and shoulders as LIA-X was trained (the
+    centre crop when no face is found), ``"centre"`` takes the centred square, and a manual
+    ``crop`` = (x, y, size) overrides both. The square is recorded in ``Identity.crop`` (for
+    paste-back).
     """
     stats = stats or MotionStats.release()
     from talker_core.media import prepare_identity_image
+    from talker_core.media.framing import choose_crop
 
-    source = prepare_identity_image(image, name="face image")  # (3, 512, 512) in [-1, 1]
+    box = choose_crop(image, framing=framing, crop=crop, detector=detector, name=name)
+    source = prepare_identity_image(image, name=name, crop=(box.x, box.y, box.size))  # (3, 512, 512) in [-1, 1]
     device, dtype = _device_dtype(liax)
     z, feats = liax.encode_identity(source[None].to(device, dtype))
     alpha = liax.motion_code(z).float().cpu()[0]
     check_finite(alpha, "face encoding", liax)
-    return Identity(z=z, feats=list(feats), first_motion=stats.normalize(alpha), source=source)
+    return Identity(z=z, feats=list(feats), first_motion=stats.normalize(alpha), source=source, crop=box)
 
 
 def _frame_indices_at_fps(n_frames: int, fps: float, target: float = FPS) -> list[int]:

@@ -1,0 +1,191 @@
+"""Face framing: find the face in a photo and choose the square the renderer was trained on.
+
+LIA-X (the face renderer) was trained on head-and-shoulders squares with the face centred, cut by
+the authors' ``utils/crop.py``: the detected face box grown by ``increase_scale`` = 0.25 of its size
+on every side and by a further ``increase_top_scale`` = 0.5 of that on top, then squared. We find
+the face with OpenCV's frontal-face Haar cascade, which ships inside the ``opencv-python(-headless)``
+4.x wheel (``cv2.data.haarcascades``), so nothing is downloaded at run time. Its box is tighter than
+the authors' detector's; the two constants below were measured by running it on the authors' own
+crops (LIA-X ``data/source`` portraits and the Talker-T2AV sample clip, all 512×512): the face box is
+0.60 of the square's side on average, and the square's centre lies 0.06 box heights above the box's.
+
+Without OpenCV (or with OpenCV 5, which dropped the cascades) and when no face is found, the centred
+square of the shorter side is used, as before framing existed, and a warning says so. A manual
+square (x, y, size) overrides everything.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from talker_core.media._common import MediaError
+from talker_core.media.image import as_rgb_float
+from talker_core.types import FaceCrop
+
+__all__ = [
+    "FRAMING_MODES",
+    "FACE_TO_CROP",
+    "CROP_RAISE",
+    "ALREADY_FRAMED",
+    "Detector",
+    "opencv_detector",
+    "frame_face",
+    "centre_crop",
+    "choose_crop",
+]
+
+logger = logging.getLogger(__name__)
+
+FRAMING_MODES = ("detect", "centre")
+FACE_TO_CROP = 1.65  # square side / detected face box side (measured on the authors' crops, see above)
+CROP_RAISE = 0.06  # the square's centre sits this many face-box heights above the face box's centre
+ALREADY_FRAMED = 0.85  # a wanted square at least this share of the shorter side: the photo is already framed
+DETECT_MAX_SIDE = 640  # detection runs on a copy at most this large (as the authors' crop tool does)
+MIN_FACE_SHARE = 0.06  # faces smaller than this share of the shorter side are ignored (texture false positives)
+
+# A detector maps an RGB uint8 image (H, W, 3) to face boxes (x, y, width, height) in its pixels.
+Detector = Callable[[np.ndarray], Sequence[tuple[float, float, float, float]]]
+
+
+@functools.lru_cache(maxsize=1)
+def opencv_detector() -> Optional[Detector]:
+    """OpenCV's frontal-face Haar cascade from the installed wheel, or None when it is not available."""
+    try:
+        import cv2  # noqa: PLC0415
+    except ImportError:
+        logger.warning(
+            "face framing needs OpenCV 4.x (pip install 'opencv-python-headless<5'); it is not installed, "
+            "so faces are centre-cropped"
+        )
+        return None
+    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not hasattr(cv2, "CascadeClassifier") or not data:
+        logger.warning(
+            "this OpenCV (%s) has no Haar face cascade (OpenCV 5 dropped them); install "
+            "'opencv-python-headless<5' for face framing. Faces are centre-cropped",
+            getattr(cv2, "__version__", "?"),
+        )
+        return None
+    cascade = cv2.CascadeClassifier(str(data) + "haarcascade_frontalface_default.xml")
+    if cascade.empty():
+        logger.warning("OpenCV's face cascade file could not be read from %s; faces are centre-cropped", data)
+        return None
+
+    def detect(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+        h, w = rgb.shape[:2]
+        scale = max(h, w) / DETECT_MAX_SIDE if max(h, w) > DETECT_MAX_SIDE else 1.0
+        small = rgb
+        if scale > 1.0:
+            small = cv2.resize(rgb, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY))
+        least = max(24, int(MIN_FACE_SHARE * min(small.shape[:2])))
+        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(least, least))
+        return [
+            (float(x) * scale, float(y) * scale, float(bw) * scale, float(bh) * scale)
+            for x, y, bw, bh in (boxes if len(boxes) else [])
+        ]
+
+    return detect
+
+
+def centre_crop(width: int, height: int) -> FaceCrop:
+    """The centred square of the shorter side (the framing used when no face is found)."""
+    side = min(width, height)
+    return FaceCrop((width - side) // 2, (height - side) // 2, side, width, height, "centre")
+
+
+def frame_face(box: Sequence[float], width: int, height: int) -> FaceCrop:
+    """A detected face box (x, y, w, h) → the head-and-shoulders square, kept inside the image.
+
+    The square is ``FACE_TO_CROP`` times the box, centred ``CROP_RAISE`` box heights above its
+    centre; it shrinks to the shorter side when larger, and one that would take at least
+    ``ALREADY_FRAMED`` of the shorter side takes all of it (the photo is already a head-and-shoulders
+    crop: a square photo is then used whole, as the reference does). Near an edge the square slides
+    inwards rather than leaving the image.
+    """
+    fx, fy, fw, fh = (float(v) for v in box)
+    if fw <= 0 or fh <= 0:
+        raise ValueError(f"face box {tuple(box)} is empty")
+    short = min(width, height)
+    side = FACE_TO_CROP * max(fw, fh)
+    if side >= ALREADY_FRAMED * short:
+        side = short
+    side = max(1, min(short, int(round(side))))
+    cx = fx + fw / 2.0
+    cy = fy + fh / 2.0 - CROP_RAISE * fh
+    x = int(min(max(round(cx - side / 2.0), 0), width - side))
+    y = int(min(max(round(cy - side / 2.0), 0), height - side))
+    return FaceCrop(x, y, side, width, height, "detected")
+
+
+def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    return (rgb.mul(255.0).round_().clamp_(0, 255)).to(torch.uint8).cpu().numpy()
+
+
+def choose_crop(
+    image: Union[torch.Tensor, np.ndarray],
+    framing: str = "detect",
+    crop: Optional[Sequence[int]] = None,
+    detector: Optional[Detector] = None,
+    name: str = "face image",
+) -> FaceCrop:
+    """Which square of ``image`` becomes the 512×512 identity.
+
+    Args:
+        image: one image, any layout :func:`talker_core.media.prepare_identity_image` accepts.
+        framing: ``"detect"`` (find the face, frame it as LIA-X was trained) or ``"centre"``
+            (the centred square of the shorter side).
+        crop: a manual square (x, y, size) in the image's pixels; overrides ``framing``.
+        detector: the face detector (default: OpenCV's Haar cascade, :func:`opencv_detector`).
+        name: how messages refer to the image.
+    """
+    rgb = as_rgb_float(image, name)
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
+    if crop is not None:
+        if len(crop) != 3:
+            raise ValueError(f"{name}: a crop box is (x, y, size), got {tuple(crop)}")
+        x, y, side = (int(v) for v in crop)
+        if side < 1 or x < 0 or y < 0 or x + side > w or y + side > h:
+            raise MediaError(
+                f"{name}: the crop box x={x}, y={y}, size={side} does not fit in the {w}×{h} image; "
+                f"give a square inside it (x + size ≤ {w}, y + size ≤ {h})"
+            )
+        return FaceCrop(x, y, side, w, h, "manual")
+    if framing not in FRAMING_MODES:
+        raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
+    if framing == "centre":
+        return centre_crop(w, h)
+    detect = detector if detector is not None else opencv_detector()
+    if detect is None:
+        return centre_crop(w, h)
+    boxes = [b for b in detect(_to_uint8(rgb)) if b[2] > 0 and b[3] > 0]
+    if not boxes:
+        logger.warning(
+            "%s: no face was found (%d×%d); using the centre crop. Give a crop box (x, y, size) to choose "
+            "the square yourself, or use a front-facing photo",
+            name,
+            w,
+            h,
+        )
+        return centre_crop(w, h)
+    if len(boxes) > 1:
+        logger.info("%s: %d faces found; framing the largest", name, len(boxes))
+    best = max(boxes, key=lambda b: b[2] * b[3])
+    result = frame_face(best, w, h)
+    logger.info(
+        "%s: face at (%d, %d, %d×%d) framed as the square x=%d, y=%d, size=%d of %d×%d",
+        name,
+        *(round(v) for v in best),
+        result.x,
+        result.y,
+        result.size,
+        w,
+        h,
+    )
+    return result
