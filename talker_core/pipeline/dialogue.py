@@ -210,7 +210,7 @@ def generate_dialogue(
             if tag == turn.speaker:
                 continue
             hooks.check()
-            assert silence is not None  # made with the first listener
+            assert silence is not None  # encoded above whenever there is a listener (two or more speakers)
             quiet = _tile(silence, frames)
             listen = replace(request, text="", mode=Mode.A2V, seed=seed, max_seconds=max(frames / FPS, 0.04) + 1.0)
             res, c = run(tag, listen, quiet)
