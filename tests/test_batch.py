@@ -114,9 +114,8 @@ def test_job_lines_are_checked_like_the_command_line(inputs, tmp_path):
     assert "unknown key 'colour'" in error("unknown")
     assert "one value per job" in error("two")
     assert "mode is 'a2v'" in error("a2v") and "drive_audio" in error("a2v")
-    assert (
-        error("noface") == "--ref-video or --ref-image is not given: T2AV makes a video and needs a face"
-    )  # Mode.check
+    # no face and no demo media in the models folder: say what to give, or how to get the demo face
+    assert "needs --ref-image" in error("noface") and "download" in error("noface")
     assert "invalid int value: '1.5'" in error("badseed")
     assert "not a JSON object" in error("line-10")
 
