@@ -121,26 +121,10 @@ def comfyui(tmp_path_factory, debug_models):
     finally:
         proc.terminate()
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-                try:
-                    urllib.request.urlopen(server + "/system_stats", timeout=5).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(
-                            f"ComfyUI did not answer within {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}"
-                        )
-                    time.sleep(2)
-            yield server, log_path, base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def test_pack_loads_without_import_errors(comfyui):
