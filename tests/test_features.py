@@ -457,7 +457,7 @@ def test_generate_dialogue_from_the_command_line(debug_models, tmp_path):
     code, stdout, stderr = cli(
         "generate", "--models", debug_models, "--dialogue", script,
         "--speaker", f"A={tmp_path / 'a.wav'},{tmp_path / 'a.png'}", "--speaker", f"B={tmp_path / 'b.wav'},{tmp_path / 'b.png'}",
-        "--framing", "centre", "--layout", "cuts", "--steps", "2", "--max-seconds", "0.08", "--quiet", "--out", out,
+        "--framing", "centre", "--layout", "cuts", "--steps", "2", "--max-seconds", "0.16", "--quiet", "--out", out,
     )  # fmt: skip
     assert code == 0, stderr
     v = video_stream(out)

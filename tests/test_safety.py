@@ -242,7 +242,7 @@ def test_image_that_cannot_be_read_names_the_formats_that_work(tmp_path):
 def test_text_without_speakable_content_is_refused_naming_what_was_found(text, found):
     reason = pipeline.unspeakable_reason(text)
     assert reason is not None and found in reason
-    with pytest.raises(ValueError, match="give the words to speak") as info:
+    with pytest.raises(ValueError, match="needs the words to speak") as info:
         pipeline.generate(None, pipeline.TalkRequest(text=text), voice=object(), face=object())
     assert found in str(info.value)
     for ok in ("Hi", "３", "你好", "x\u200b"):
