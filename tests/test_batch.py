@@ -197,6 +197,23 @@ def test_local_batch_records_failures_goes_on_and_resumes(debug_models, inputs, 
     assert_wav(out / "one.wav", 0.48)
 
 
+@pytest.mark.slow
+def test_batch_v2a_keeps_the_clips_frames_like_the_command_line(debug_models, inputs, tmp_path):
+    """A dubbing job takes the generate command's path: the clip's own frames under the new speech."""
+    frames = (torch.rand(20, 96, 128, 3) * 255).to(torch.uint8)
+    media.write_mp4(inputs / "silent_batch.mp4", frames, 30)
+    out = tmp_path / "out"
+    job = {"name": "dub", "text": "Dubbed words.", "ref_audio": "voice.wav", "drive_video": "silent_batch.mp4"}
+    jobs_file = write_jobs(inputs / "jobs_v2a.jsonl", [{**job, "max_seconds": 0.32}])
+    argv = ["batch", str(jobs_file), "--out", str(out), "--models", str(debug_models), "--quiet"]
+    assert cli_main(argv) == 0
+    kept, _ = media.load_video_frames(out / "dub.mp4")
+    source, _ = media.load_video_frames(inputs / "silent_batch.mp4", target_fps=25)
+    assert kept.shape[1:3] == (96, 128)  # the clip's picture, not a 512×512 render
+    n = kept.shape[0]
+    assert (kept.float() - source[:n].float()).abs().mean() < 20  # the same frames through a second encode
+
+
 def test_local_batch_stops_at_ctrl_c_and_the_rerun_resumes(debug_models, inputs, tmp_path):
     out = tmp_path / "out"
     jobs = load_jobs(write_jobs(inputs / "jobs_stop.jsonl", [speech("a"), speech("b", 0.64), speech("c")]), out)

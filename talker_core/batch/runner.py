@@ -102,7 +102,8 @@ class Worker:
         the partial file is removed.
         """
         from talker_core import pipeline as P
-        from talker_core.cli.generate import encode_inputs, generate_one
+        from talker_core.cli import features
+        from talker_core.cli.generate import encode_inputs, generate_one, read_inputs
 
         t0 = time.perf_counter()
         partial = partial_path(job.output)
@@ -111,9 +112,21 @@ class Worker:
             args = job_args(job)
             self.models.require(plan.need)
             hooks = hooks or P.Hooks()
-            inputs = encode_inputs(args, plan.mode, self.models, hooks)
+            decoded = read_inputs(args, plan.mode)
+            inputs = encode_inputs(args, plan.mode, self.models, hooks, decoded)
             job.output.parent.mkdir(parents=True, exist_ok=True)
-            result = generate_one(self.models, plan.requests[0], inputs, partial, args.render_chunk, hooks)
+            # the generate command's own choices: V2A keeps the clip's frames unless rerender_face is set
+            keep = decoded["drive_frames"] if plan.mode == P.Mode.V2A and not args.rerender_face else None
+            result = generate_one(
+                self.models,
+                plan.requests[0],
+                inputs,
+                partial,
+                args.render_chunk,
+                hooks,
+                keep_frames=keep,
+                writer=features.video_writer(args),
+            )
             os.replace(partial, job.output)
         except (KeyboardInterrupt, P.Cancelled):
             partial.unlink(missing_ok=True)
