@@ -3,7 +3,8 @@
 #  1. the library, CLI and pack tests in .venv (torch 2.13 CPU);
 #  2. the tests marked `comfyui` (the nodes, the example workflows, the end-to-end server test) in
 #     the real ComfyUI 0.3.75 that scripts/get_comfyui.sh fetches outside the repository, with its
-#     own venv; there a missing ComfyUI is a failure, not a skip.
+#     own venv (torch 2.14.1, the newest pip allows here); there a missing ComfyUI is a failure, not a
+#     skip; the parity tests run once more in that venv (a full run only, not with extra arguments).
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k parity  # extra arguments go to pytest (both parts)
 #   bash scripts/test.sh -m "not slow"  # the quick loop: no render-heavy tests
@@ -38,6 +39,15 @@ echo "ComfyUI host ready in $(( $(date +%s) - t0 )) s: $COMFYUI_DIR"
 rc2=0
 TALKER_REQUIRE_COMFYUI=1 "$COMFYUI_PYTHON" -m pytest -q -p no:cacheprovider -m comfyui "$@" tests || rc2=$?
 echo "ComfyUI part: $(( $(date +%s) - t0 )) s in all"
+# the same venv holds the newest torch pip allows here (2.14.1): the parity fixtures hold there too
+rc3=0
+if [ "$#" -eq 0 ]; then
+  env -u COMFYUI_DIR "$COMFYUI_PYTHON" -m pytest -q -p no:cacheprovider -m "not comfyui" \
+    tests/test_parity_heads.py tests/test_parity_generate.py tests/test_parity_liax.py \
+    tests/test_parity_speaker.py tests/test_parity_whisperx_vae.py tests/test_golden_inventory.py \
+    tests/test_dependency_drift.py || rc3=$?
+fi
+[ $rc3 -eq 0 ] || exit $rc3
 if [ $rc2 -eq 5 ] && [ $rc1 -eq 5 ]; then
   echo "no test selected" >&2
   exit 5
