@@ -4,7 +4,8 @@
 #  2. the tests marked `comfyui` (the nodes, the example workflows, the end-to-end server test) in
 #     the real ComfyUI 0.3.75 that scripts/get_comfyui.sh fetches outside the repository, with its
 #     own venv (torch 2.14.1, the newest pip allows here); there a missing ComfyUI is a failure, not a
-#     skip; the parity tests run once more in that venv (a full run only, not with extra arguments).
+#     skip; the parity tests run once more in that venv, and scripts/test_deps.sh runs them on the
+#     oldest versions the requirements allow (both in a full run only, not with extra arguments).
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k parity  # extra arguments go to pytest (both parts)
 #   bash scripts/test.sh -m "not slow"  # the quick loop: no render-heavy tests
@@ -48,6 +49,10 @@ if [ "$#" -eq 0 ]; then
     tests/test_dependency_drift.py || rc3=$?
 fi
 [ $rc3 -eq 0 ] || exit $rc3
+# the oldest versions the requirements allow, one thread (a full run only)
+if [ "$#" -eq 0 ]; then
+  bash scripts/test_deps.sh
+fi
 if [ $rc2 -eq 5 ] && [ $rc1 -eq 5 ]; then
   echo "no test selected" >&2
   exit 5
