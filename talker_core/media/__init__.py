@@ -3,7 +3,7 @@
 Reading goes through PyAV (FFmpeg's libraries), so every container and codec it
 knows works: wav, flac, mp3, m4a/aac, ogg, opus, the audio track of an mp4 or mkv,
 png/jpeg/webp stills, and any video. Writing MP4 goes
-through PyAV too, frame by frame (``Mp4Writer``: H.264 yuv420p + AAC), no subprocess. Everything here is pure
+through PyAV too, frame by frame (``Mp4Writer``: H.264 yuv420p + AAC), in this process (no external encoder is started). Everything here is pure
 Python/PyTorch; nothing imports ComfyUI.
 
 Decoding stops as soon as the requested span is read (``max_seconds``,
