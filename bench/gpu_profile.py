@@ -23,8 +23,8 @@ def _model(size: str, device: str, dtype: torch.dtype, seed: int):
     return TalkerModel(cfg).eval().to(device=device, dtype=dtype)
 
 
-def _first_patches(model, step, patches: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Speech and motion of the first ``patches`` patches of a joint generation, and ms per patch."""
+def _engine(model, step, patches: int, seed: int):
+    """A joint-generation engine and its prefilled state (random prompt, speaker and first pose)."""
     from talker_core.generation.engine import GenerationMode, SamplingSettings, TalkerGenerator
 
     cfg = model.config
@@ -43,8 +43,14 @@ def _first_patches(model, step, patches: int, seed: int) -> tuple[torch.Tensor, 
         forced_speech=None,
         forced_motion=None,
         settings=SamplingSettings(seed=seed),
-        patches=patches + 1,
+        patches=patches,
     )
+    return engine, state
+
+
+def _first_patches(model, step, patches: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Speech and motion of the first ``patches`` patches of a joint generation, and ms per patch."""
+    engine, state = _engine(model, step, patches + 1, seed)
     speech, motion, times = [], [], []
     with torch.no_grad():
         for _ in range(patches):
@@ -99,24 +105,7 @@ def run(args) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
-    from talker_core.generation.engine import GenerationMode, SamplingSettings, TalkerGenerator
-
-    cfg = bf16.config
-    engine = TalkerGenerator(bf16, step=FastPatchStep(FastPath()))
-    g = torch.Generator().manual_seed(args.seed + 1)
-    state, _ = engine.prefill(
-        torch.randint(0, cfg.llm.vocab_size, (1, 32), generator=g),
-        torch.randn(cfg.speaker_dim, generator=g),
-        ref_speech=None,
-        ref_motion=None,
-        first_motion=torch.randn(cfg.motion_dim, generator=g),
-        prefix_frames=0,
-        mode=GenerationMode.JOINT,
-        forced_speech=None,
-        forced_motion=None,
-        settings=SamplingSettings(seed=args.seed),
-        patches=4,
-    )
+    engine, state = _engine(bf16, FastPatchStep(FastPath()), 4, args.seed)
     with torch.no_grad():
         engine.step(state)  # warm-up (graph capture)
         with profile(activities=activities) as prof:
