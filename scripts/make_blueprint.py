@@ -1,10 +1,10 @@
-"""Build the subgraph blueprint subgraphs/talker_text_to_talking_video.json from the talker_t2av template.
+"""Build the subgraph blueprint subgraphs/talker_text_to_talking_video.json from the "1 Text to talking video" template.
 
 ComfyUI cores that offer subgraph blueprints (0.28 lists ``custom_nodes/*/subgraphs/*.json`` in the
 node library) show it as one node, "Text to Talking Video (Talker-T2AV)": a voice recording and a face
 image in, the talking video out, with the text, seed and length on the node. Older cores ignore the
 folder. The inner graph is the template's, so the two cannot drift apart: rerun this after editing
-example_workflows/talker_t2av.json (tests/test_pack_polish.py checks that they match).
+example_workflows/1 Text to talking video.json (tests/test_pack_polish.py checks that they match).
 
 Usage: python scripts/make_blueprint.py
 """
@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = ROOT / "example_workflows" / "talker_t2av.json"
+TEMPLATE = ROOT / "example_workflows" / "1 Text to talking video.json"
 OUT = ROOT / "subgraphs" / "talker_text_to_talking_video.json"
 NAME = "Text to Talking Video (Talker-T2AV)"
 DESCRIPTION = (

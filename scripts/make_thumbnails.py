@@ -18,56 +18,56 @@ SKIN, MOUTH, EYE = (222, 178, 140), (150, 50, 50), (30, 30, 30)
 
 # name → (title, subtitle, background (top, bottom), inputs, outputs)
 CARDS = {
-    "talker_t2av": (
+    "1 Text to talking video": (
         "Text to talking video",
         "text + voice + face",
         ((40, 30, 110), (90, 60, 170)),
         ["text", "voice", "face"],
         ["face", "wave"],
     ),
-    "talker_style_prefix": (
+    "6 Style from a reference prefix": (
         "Style cloning",
         "continue a reference clip",
         ((10, 80, 90), (20, 130, 120)),
         ["film"],
         ["film", "wave"],
     ),
-    "talker_a2v": (
+    "3 Audio to talking video": (
         "Audio to video (A2V)",
         "lip-sync a face to speech",
         ((120, 60, 10), (190, 110, 30)),
         ["wave", "face"],
         ["face"],
     ),
-    "talker_v2a": (
+    "4 Dub a silent clip": (
         "Dubbing (V2A)",
         "new speech for a silent clip",
         ((20, 90, 40), (50, 140, 70)),
         ["film", "voice"],
         ["wave"],
     ),
-    "talker_speech_only": (
+    "5 Speech only": (
         "Speech only",
         "voice-cloning text to speech",
         ((110, 20, 80), (170, 50, 120)),
         ["text", "voice"],
         ["wave"],
     ),
-    "talker_long_form": (
+    "2 Long video to a file": (
         "Long form",
         "a long script, in segments",
         ((90, 20, 20), (150, 50, 40)),
         ["pages"],
         ["segments"],
     ),
-    "talker_paste_back": (
+    "7 Paste the face back into a photo": (
         "Paste back into the photo",
         "text + voice + photo, full size",
         ((20, 80, 60), (40, 140, 100)),
         ["text", "voice", "face"],
         ["film"],
     ),
-    "talker_dialogue": (
+    "8 Two-person dialogue": (
         "Two-person dialogue",
         "script + two voices + two faces",
         ((100, 40, 20), (170, 90, 40)),

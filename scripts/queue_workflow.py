@@ -2,7 +2,7 @@
 
 Standard library only. Example, with ComfyUI listening on 127.0.0.1:8188:
 
-    python scripts/queue_workflow.py workflows_api/talker_t2av.json \\
+    python scripts/queue_workflow.py "workflows_api/1 Text to talking video.json" \\
         --input talker_face.png=me.png --input talker_voice.wav=me.wav \\
         --set 9.text="Hello from the command line." --out out/
 
@@ -16,7 +16,7 @@ Standard library only. Example, with ComfyUI listening on 127.0.0.1:8188:
 
 Many jobs over several ComfyUI servers (one prompt in flight per server):
 
-    python scripts/queue_workflow.py workflows_api/talker_t2av.json --jobs jobs.jsonl \
+    python scripts/queue_workflow.py "workflows_api/1 Text to talking video.json" --jobs jobs.jsonl \
         --server http://gpu1:8188 --server http://gpu2:8188 --out out/
 
 Each line of ``--jobs`` is one JSON object: ``name`` (the job's id; default ``line-N``),

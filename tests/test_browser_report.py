@@ -4,7 +4,7 @@ with other values, and after a workflow-tab switch, in the classic canvas and in
 Runs when ``COMFYUI_DIR`` names a ComfyUI checkout (like tests/test_comfyui_e2e.py, whose server
 fixture it shares) and Chromium, its driver and the ``selenium`` package are installed
 (Debian: ``apt-get install chromium chromium-driver``; ``pip install selenium``). Headless
-Chromium loads the ComfyUI frontend from the server on 127.0.0.1, loads the ``talker_t2av``
+Chromium loads the ComfyUI frontend from the server on 127.0.0.1, loads the ``1 Text to talking video``
 template, queues it from the page (``app.queuePrompt``) and reads back what the page painted:
 every ``fillText`` on any canvas is recorded, so "shown" means drawn, in either renderer.
 ``COMFYUI_ARGS="--front-end-root DIR"`` runs it against another frontend build (e.g. an unpacked
@@ -172,10 +172,10 @@ def test_report_after_runs_and_a_tab_switch(vue_nodes, comfyui, uploaded, browse
         "app.extensionManager.setting.set('Comfy.VueNodes.Enabled', arguments[0]).then(() => done(true));",
         vue_nodes,
     )
-    workflow = json.loads((ROOT / "example_workflows" / "talker_t2av.json").read_text())
+    workflow = json.loads((ROOT / "example_workflows" / "1 Text to talking video.json").read_text())
     driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "Promise.resolve(app.loadGraphData(arguments[0], true, true, 'talker_t2av')).then(() => done(true));",
+        "Promise.resolve(app.loadGraphData(arguments[0], true, true, '1 Text to talking video')).then(() => done(true));",
         workflow,
     )
 
@@ -217,7 +217,8 @@ def blueprint_workflow(max_seconds: float) -> dict:
     """The blueprint node wired to Load Audio, Load Image and Save Video, as a user would place it."""
     blueprint = json.loads((ROOT / "subgraphs" / "talker_text_to_talking_video.json").read_text())
     template = {
-        n["type"]: n for n in json.loads((ROOT / "example_workflows" / "talker_t2av.json").read_text())["nodes"]
+        n["type"]: n
+        for n in json.loads((ROOT / "example_workflows" / "1 Text to talking video.json").read_text())["nodes"]
     }
     sg = blueprint["definitions"]["subgraphs"][0]
     sampler = next(n for n in sg["nodes"] if n["type"] == "TalkerSampler")

@@ -227,7 +227,7 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
             for item in outputs.get(key, []):
                 files.append((prompt[node_id]["class_type"], q.download(server, item, tmp_path)))
     kinds = [k for k, _ in files]
-    if path.stem == "talker_speech_only":
+    if path.stem == "5 Speech only":
         assert kinds == ["SaveAudio"]
         info = probe(files[0][1])
         assert info["video"] is None and info["audio"]["rate"] == 24000 and info["audio"]["seconds"] > 0
@@ -238,11 +238,11 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
     assert video["codec"] == "h264" and audio is not None and audio["codec"] == "aac"
     assert json.loads(info["metadata"]["prompt"])[sampler]["class_type"] == "TalkerSampler"
     assert json.loads(info["metadata"]["workflow"])["nodes"]
-    if path.stem == "talker_paste_back":  # the photo's own size
+    if path.stem == "7 Paste the face back into a photo":  # the photo's own size
         from synthetic import PORTRAIT
 
         assert video["size"] == PORTRAIT and video["frames"] >= 4
-    elif path.stem == "talker_v2a":  # the source clip's frames with the new speech
+    elif path.stem == "4 Dub a silent clip":  # the source clip's frames with the new speech
         assert video["size"] == (224, 256) and video["frames"] == 24
     else:
         assert video["size"] == (512, 512) and round(video["fps"]) == 25 and video["frames"] >= 4

@@ -38,7 +38,7 @@ def sampler_of(prompt: dict) -> str:
 
 def test_empty_t2av_text_is_refused_at_queue_time(comfyui, uploaded):  # noqa: F811
     server, _, _ = comfyui
-    prompt = json.loads((ROOT / "workflows_api" / "talker_t2av.json").read_text())
+    prompt = json.loads((ROOT / "workflows_api" / "1 Text to talking video.json").read_text())
     sampler = sampler_of(prompt)
     prompt[sampler]["inputs"]["text"] = "   "
     status, reply = post_prompt(server, prompt)
@@ -49,7 +49,7 @@ def test_empty_t2av_text_is_refused_at_queue_time(comfyui, uploaded):  # noqa: F
 
 def test_empty_text_with_forced_speech_is_accepted(comfyui, uploaded):  # noqa: F811
     server, _, _ = comfyui
-    prompt = json.loads((ROOT / "workflows_api" / "talker_a2v.json").read_text())
+    prompt = json.loads((ROOT / "workflows_api" / "3 Audio to talking video.json").read_text())
     assert prompt[sampler_of(prompt)]["inputs"]["text"] == ""
     status, reply = post_prompt(server, prompt)
     try:

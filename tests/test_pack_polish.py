@@ -353,7 +353,7 @@ def test_template_thumbnails_tell_apart():
 def test_the_speech_only_note_speaks_of_speech_only():
     import json
 
-    nodes = json.loads((ROOT / "example_workflows" / "talker_speech_only.json").read_text())["nodes"]
+    nodes = json.loads((ROOT / "example_workflows" / "5 Speech only.json").read_text())["nodes"]
     note = next(n for n in nodes if n["type"] in ("MarkdownNote", "Note"))["widgets_values"][0].lower()
     for word in ("lip", "head", "lia-x"):
         assert word not in note, f"the speech-only note mentions {word!r}"

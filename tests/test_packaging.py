@@ -84,7 +84,7 @@ def test_the_zip_carries_only_what_runs():
         "web/talker_t2av.js",
         "requirements.txt",
         "LICENSE",
-        "example_workflows/talker_t2av.json",
+        "example_workflows/1 Text to talking video.json",
         "subgraphs/talker_text_to_talking_video.json",
     }
     assert must <= set(files), sorted(must - set(files))

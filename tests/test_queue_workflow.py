@@ -163,7 +163,7 @@ def test_jobs_are_spread_over_two_servers_one_prompt_each_and_resume(servers, tm
     texts[5] = "FAIL"
     jobs = _jobs(tmp_path, texts)
     out = tmp_path / "out"
-    argv = [str(ROOT / "workflows_api" / "talker_t2av.json"), "--jobs", str(jobs), "--out", str(out)]
+    argv = [str(ROOT / "workflows_api" / "1 Text to talking video.json"), "--jobs", str(jobs), "--out", str(out)]
     argv += ["--server", servers[0].url, "--server", servers[1].url]
     assert qw.main(argv) == 1  # j5 failed
     assert "8 jobs: 7 done, 0 already complete, 1 failed" in capsys.readouterr().out
@@ -200,7 +200,7 @@ def test_a_server_that_stops_answering_hands_its_job_to_the_other(servers, tmp_p
     dead.close()  # nothing listens there any more
     jobs = _jobs(tmp_path, ["a", "b", "c"])
     out = tmp_path / "out"
-    argv = [str(ROOT / "workflows_api" / "talker_t2av.json"), "--jobs", str(jobs), "--out", str(out)]
+    argv = [str(ROOT / "workflows_api" / "1 Text to talking video.json"), "--jobs", str(jobs), "--out", str(out)]
     assert qw.main([*argv, "--server", dead.url, "--server", servers[0].url]) == 0
     rows = _rows(out)
     crashed = [r for r in rows if r["status"] == "crashed"]
@@ -225,7 +225,7 @@ def test_batch_style_job_lines_fill_the_sampler_and_load_nodes(servers, tmp_path
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     out = tmp_path / "out"
-    argv = [str(ROOT / "workflows_api" / "talker_t2av.json"), "--jobs", str(jobs), "--out", str(out)]
+    argv = [str(ROOT / "workflows_api" / "1 Text to talking video.json"), "--jobs", str(jobs), "--out", str(out)]
     assert qw.main([*argv, "--server", servers[0].url]) == 1
     (prompt_a, prompt_b) = servers[0].prompts
     assert prompt_a["9"]["inputs"]["text"] == "Batch style."

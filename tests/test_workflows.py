@@ -22,14 +22,14 @@ UI_FILES = sorted(UI_DIR.glob("*.json"))
 FRONTEND_ONLY = {"MarkdownNote", "Note"}  # UI notes: never sent to the server
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 EXPECTED = {
-    "talker_t2av",
-    "talker_style_prefix",
-    "talker_a2v",
-    "talker_v2a",
-    "talker_speech_only",
-    "talker_long_form",
-    "talker_paste_back",
-    "talker_dialogue",
+    "1 Text to talking video",
+    "6 Style from a reference prefix",
+    "3 Audio to talking video",
+    "4 Dub a silent clip",
+    "5 Speech only",
+    "2 Long video to a file",
+    "7 Paste the face back into a photo",
+    "8 Two-person dialogue",
 }
 WIDGET_TYPES = comfy_host.WIDGET_TYPES
 # The browser's part (fake): widgets the frontend adds after a combo that has an upload flag;
@@ -269,11 +269,11 @@ def test_api_workflow_runs(path, comfy, fast_liax):
     assert len(new[".mp4"]) == 1
     info = read_media(new[".mp4"][0])
     assert info["video"] is not None and info["audio"] is not None
-    if path.stem == "talker_paste_back":  # the photo's own size
+    if path.stem == "7 Paste the face back into a photo":  # the photo's own size
         from synthetic import PORTRAIT
 
         assert info["video"][:2] == PORTRAIT and info["video"][2] == motion.frames
-    elif path.stem != "talker_v2a":  # v2a lays the speech over the source clip's own frames
+    elif path.stem != "4 Dub a silent clip":  # v2a lays the speech over the source clip's own frames
         assert info["video"][:2] == (512, 512)
         assert info["video"][2] == motion.frames
     for nid, e in api.items():
