@@ -32,6 +32,43 @@ if _THREADS:
 
     torch.set_num_threads(int(_THREADS))
 
+# TALKER_TEST_DEVICE=cuda (or cuda:1, mps, ...) runs the parity fixtures on that device: the
+# fixtures' tensors and the models built from them go there, in float32 with TF32 off, and every
+# comparison is made on the CPU in float64. Unset: the CPU. The device must exist (no fallback).
+TEST_DEVICE = os.environ.get("TALKER_TEST_DEVICE", "cpu")
+
+
+def _check_test_device() -> None:
+    import torch
+
+    try:
+        probe = torch.zeros(1, device=TEST_DEVICE)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise pytest.UsageError(
+            f"TALKER_TEST_DEVICE={TEST_DEVICE!r} is not usable here ({e}); unset it for the CPU"
+        ) from e
+    if probe.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+if TEST_DEVICE != "cpu":
+    _check_test_device()
+
+
+def on_test_device(obj):
+    """``obj`` (a module, a tensor, or a dict/list/tuple of them) on ``TEST_DEVICE``."""
+    import torch
+
+    if isinstance(obj, (torch.nn.Module, torch.Tensor)):
+        return obj.to(TEST_DEVICE)
+    if isinstance(obj, dict):
+        return {k: on_test_device(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_test_device(v) for v in obj)
+    return obj
+
+
 # Fixture kinds, by the stem their file name starts with. Every *.json in the
 # golden folder must belong to one kind (tests/test_golden_inventory.py checks it).
 FIXTURE_KINDS = ("heads_units", "heads_generate", "whisperx_vae", "liax", "speaker")
@@ -170,7 +207,8 @@ class Fixture:
 
 
 def load_fixture(path: Path | None) -> Fixture:
-    """A fixture and (when ``<name>.alt.safetensors`` is beside it) its second reference run; fails loudly if absent."""
+    """A fixture (its tensors on ``TEST_DEVICE``) and, when ``<name>.alt.safetensors`` is beside it, the
+    reference's second run (on the CPU: only compared against); fails loudly if absent."""
     if path is None:
         pytest.fail(f"no fixture of this kind in {GOLDEN_DIR}")
     from safetensors.torch import load_file
@@ -181,7 +219,7 @@ def load_fixture(path: Path | None) -> Fixture:
     if alt_path(path).is_file():
         alt = load_file(str(alt_path(path)))
         assert set(alt) == set(tensors), f"{alt_path(path).name} does not hold the same tensors as its fixture"
-    return Fixture(path, meta, tensors, alt, fixture_kind(path) or "")
+    return Fixture(path, meta, on_test_device(tensors), alt, fixture_kind(path) or "")
 
 
 # --------------------------------------------------------------------------- every output compared

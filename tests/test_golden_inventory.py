@@ -85,3 +85,33 @@ def test_parity_rule():
         assert_parity(torch.tensor([float("nan"), 100.0, -2.0]), e, alt, atol=1e-3, rtol=0.0)
     with pytest.raises(AssertionError, match="shape"):
         assert_parity(e[:2], e, alt, atol=1.0, rtol=0.0)
+
+
+def test_the_device_switch_refuses_a_device_that_is_not_there(tmp_path):
+    """TALKER_TEST_DEVICE names a device that must exist: a run with one that does not stops at once
+    with the variable's name, instead of quietly comparing on the CPU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "TALKER_TEST_DEVICE": "cuda:99"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "tests/test_parity_speaker.py",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert "TALKER_TEST_DEVICE='cuda:99' is not usable here" in run.stdout + run.stderr

@@ -24,7 +24,7 @@ import json
 
 import pytest
 import torch
-from conftest import golden_params, load_fixture
+from conftest import golden_params, load_fixture, on_test_device
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import load_strict
@@ -55,7 +55,7 @@ def _model(path, meta, attn: str) -> TalkerModel:
         model = TalkerModel(TalkerConfig.from_dict(meta["config"]), attn_implementation=attn).eval()
         weights = make_state_dict(meta["manifest"], meta["seed"], meta.get("unit_std", False))
         load_strict(model, weights, TALKER_KEYS, path.name, "Talker-T2AV backbone+heads")
-        _MODELS[key] = model
+        _MODELS[key] = on_test_device(model)
     return _MODELS[key]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import golden_params, load_fixture
+from conftest import golden_params, load_fixture, on_test_device
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import CheckpointError, load_strict
@@ -31,6 +31,7 @@ class _Case:
         self.sd = make_state_dict(self.meta["manifest"], self.meta["seed"], unit_std=self.meta.get("unit_std", False))
         self.model = LiaXGenerator(self.cfg).eval()
         load_strict(self.model, state_dict_from_file(self.sd, path.name), LIAX_KEYS, path.name, "LIA-X")
+        self.model = on_test_device(self.model)
         with torch.inference_mode():
             self.z, self.feats = self.model.encode_identity(self.tensors["source"])
         self._batched = None

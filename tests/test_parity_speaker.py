@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import golden_params, load_fixture
+from conftest import golden_params, load_fixture, on_test_device
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import CheckpointError, load_strict
@@ -25,7 +25,7 @@ def _build(meta):
     model = SpeakerEncoder(config).eval()
     weights = make_state_dict(meta["manifest"], meta["seed"], meta.get("unit_std", False))
     load_strict(model, weights, SPEAKER_KEYS, "golden manifest", "speaker encoder")
-    return config, model, weights
+    return config, on_test_device(model), weights
 
 
 @pytest.mark.parametrize("path", golden_params("speaker"))

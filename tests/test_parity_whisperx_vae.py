@@ -12,7 +12,7 @@ import functools
 
 import pytest
 import torch
-from conftest import golden_params, load_fixture
+from conftest import golden_params, load_fixture, on_test_device
 from golden_weights import make_state_dict
 
 from talker_core.checkpoint import CheckpointError, load_strict
@@ -47,7 +47,7 @@ def _model(path, folded: bool = False) -> WhisperXVAE:
     load_strict(model, _weights(meta), WHISPERX_VAE_KEYS, path.name, "WhisperX-VAE")
     if folded:
         model.fold_weight_norm()
-    return model
+    return on_test_device(model)
 
 
 @pytest.mark.parametrize("path", FIXTURES)
