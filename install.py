@@ -37,6 +37,15 @@ def required() -> dict[str, str]:
 OPTIONAL = {"flash_attn": "attention 'flash_attention_2' on the loader (sdpa works without it)"}
 
 
+def _registry():
+    """The component registry (talker_core/weights/components.py: stdlib only, so it reads before torch is there)."""
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from talker_core.weights.components import COMPONENTS, DOWNLOAD_COMMAND
+
+    return list(COMPONENTS.values()), DOWNLOAD_COMMAND
+
+
 def _version(module) -> str:
     return str(getattr(module, "__version__", "?"))
 
@@ -67,11 +76,12 @@ def main() -> int:
         models = os.path.join(comfy_root, "models", "talker_t2av")
     else:  # not inside ComfyUI/custom_nodes
         models = os.path.join("ComfyUI", "models", "talker_t2av")
+    components, command = _registry()
+    layout = ", ".join(c.release + (f"/ ({c.weights_file} + tokenizer)" if c.is_folder else "") for c in components)
     print(
         "[Talker-T2AV] model files go in " + models + " (or a 'talker_t2av' entry in extra_model_paths.yaml):\n"
-        "  talker-t2av/ (model.safetensors + tokenizer), whisperx-vae/model.ckpt, lia-x.pt, "
-        "wavlm_large_finetune.pth\n"
-        "  Fetch them with `python -m talker_core download --models <that folder>` from this folder, or turn on "
+        f"  {layout}\n"
+        f"  Fetch them with `{command.format(models_dir='<that folder>')}` from this folder, or turn on "
         "download_if_missing on a loader node."
     )
     if missing:

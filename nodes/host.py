@@ -27,7 +27,6 @@ MODELS_FOLDER = "talker_t2av"  # models/talker_t2av, or any path users add under
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 DEVICES = ["auto", "gpu", "cpu"]
-ATTENTIONS = ["sdpa", "eager", "flash_attention_2"]
 PREVIEW_SIZE = 256
 
 
@@ -53,33 +52,54 @@ def model_files() -> list[str]:
 
 
 def backbone_folders() -> list[str]:
-    """Sub-folders that hold a backbone (``model.safetensors``), relative to the model roots."""
+    """Sub-folders that hold a model folder's weights file (the registry's ``weights_file``), relative to the roots."""
+    from talker_core.weights.components import COMPONENTS
+
+    names = {c.weights_file for c in COMPONENTS.values() if c.is_folder}
     folders = set()
     for f in model_files():
         head, tail = os.path.split(f)
-        if tail == "model.safetensors" and head:
+        if tail in names and head:
             folders.add(head)
     return sorted(folders)
 
 
-def weight_files(kind: str, default: str, extensions: tuple[str, ...]) -> list[str]:
-    """Combo options for a single-file model: ``default`` first, then every other file of ``kind``.
+def weight_files(kind: str) -> list[str]:
+    """Combo options for a single-file model: its release name first, then every other file of ``kind``.
 
-    Files inside backbone folders are left out, and so are files whose header (or, where the
-    header cannot tell, name) shows another component: the Face Model list offers no speaker
-    encoder. Files nothing can be told about stay listed. ``default`` is always listed so that
-    a fresh install shows the expected name (and ``download_if_missing`` can fetch it).
+    Offered: files ending in one of the component's ``extensions`` (registry), outside model
+    folders, that the model folder's resolver accepts (a symbolic link out of the folder is not
+    offered: it would be refused), and whose header (or, where the header cannot tell, name)
+    does not show another component: the Face Model list offers no speaker encoder. Files
+    nothing can be told about stay listed. The release name is always listed so that a fresh
+    install shows the expected name (and ``download_if_missing`` can fetch it).
     """
+    from talker_core.weights.components import component
+
+    c = component(kind)
     skip = tuple(folder + "/" for folder in backbone_folders())
     found = []
     for f in model_files():
-        if f == default or not f.lower().endswith(extensions) or f.startswith(skip):
+        if f == c.release or not f.lower().endswith(c.extensions) or f.startswith(skip):
             continue
-        path = find_model_path(f)
+        try:
+            path = resolve_model(f, "file")
+        except ValueError as exc:
+            _warn_once(f, str(exc))
+            continue
         other = _sniff(path, *_stat(path)) if path else None
         if other is None or other == kind:
             found.append(f)
-    return [default] + sorted(found)
+    return [c.release] + sorted(found)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(name: str, message: str) -> None:
+    if name not in _WARNED:
+        _WARNED.add(name)
+        log.warning("Talker-T2AV: %s is not offered in the loader lists: %s", name, message)
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -95,15 +115,25 @@ def _sniff(path: str, size: int, mtime_ns: int) -> Optional[str]:
     return sniff_kind(path)
 
 
-def find_model_path(name: str, folder: bool = False) -> Optional[str]:
-    """Absolute path of ``name`` in the first model root holding it (a file, or a folder if asked)."""
-    rel = os.path.normpath(name)
-    if rel.startswith("..") or os.path.isabs(rel):
-        raise ValueError(f"{name!r} is not a path inside the {MODELS_FOLDER} model folder")
+def resolve_model(name: str, input_name: str, folder: bool = False) -> Optional[str]:
+    """Absolute path of ``name`` in the first model root holding it (a file, or a folder if asked); None if absent.
+
+    Every root is asked through :func:`talker_core.weights.loaders.resolve_in_folder`: a name that
+    is empty, absolute, holds ``..``, or resolves outside the root through a symbolic link is
+    refused with a ``ValueError`` that names the node input ``input_name``.
+    """
+    from talker_core.weights.loaders import resolve_in_folder
+
     for root in model_roots():
-        candidate = os.path.join(root, rel)
-        if os.path.isdir(candidate) if folder else os.path.isfile(candidate):
-            return candidate
+        try:
+            target = resolve_in_folder(root, name)
+        except ValueError as exc:
+            raise ValueError(
+                f"{input_name} {name!r}: {exc} To use model files kept elsewhere, add their folder to "
+                f"extra_model_paths.yaml under '{MODELS_FOLDER}'."
+            ) from None
+        if target.is_dir() if folder else target.is_file():
+            return str(target)
     return None
 
 
@@ -214,16 +244,13 @@ def check_precision(choice: str, device: torch.device, dtype: torch.dtype) -> No
 
 
 def check_attention(choice: str) -> None:
-    if choice not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, got {choice!r}")
-    if choice == "flash_attention_2":
-        import importlib.util
+    """Refuse, before loading, an attention kernel the library does not know or cannot run here."""
+    from talker_core.models.talker import check_attn_implementation
 
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ValueError(
-                "attention 'flash_attention_2' needs the flash-attn package, which is not installed; "
-                "choose 'sdpa' (the default, as fast on most GPUs) or install flash-attn for your CUDA build"
-            )
+    try:
+        check_attn_implementation(choice)
+    except ValueError as exc:
+        raise ValueError(f"attention: {exc}") from None
 
 
 @dataclass(eq=False)
@@ -260,23 +287,28 @@ class _Holder(torch.nn.Module):
         self.inner = inner
 
 
-# ComfyUI logs "Requested to load <class name>": name the holder after what it holds.
-_HOLDERS = {
-    kind: type(name, (_Holder,), {"__doc__": _Holder.__doc__})
-    for kind, name in (
-        ("talker", "TalkerT2AV"),
-        ("whisperx_vae", "TalkerWhisperXVAE"),
-        ("liax", "TalkerLiaX"),
-        ("speaker", "TalkerSpeakerEncoder"),
-    )
-}
+_HOLDERS: dict[str, type] = {}
+
+
+def _holder_class(kind: str) -> type:
+    """ComfyUI logs "Requested to load <class name>": the holder is named after what it holds (the registry's
+    ``holder``); a kind outside the registry gets the plain holder."""
+    from talker_core.weights.components import COMPONENTS
+
+    c = COMPONENTS.get(kind)
+    if c is None:
+        return _Holder
+    cls = _HOLDERS.get(kind)
+    if cls is None:
+        cls = _HOLDERS[kind] = type(c.holder, (_Holder,), {"__doc__": _Holder.__doc__})
+    return cls
 
 
 def manage(
     kind: str, module: torch.nn.Module, payload: Any, device: torch.device, dtype: torch.dtype, source: str
 ) -> ManagedModel:
     module.eval()
-    holder = _HOLDERS.get(kind, _Holder)(module)
+    holder = _holder_class(kind)(module)
     patcher = patcher_class()(holder, load_device=device, offload_device=offload_device(device))
     # A model replaced on the canvas (its loader re-run, or the node removed) is dropped from ComfyUI's
     # cache without an unload: free its fast-path resources when its patcher goes.

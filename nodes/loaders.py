@@ -1,20 +1,15 @@
 """Loader nodes: the four released model files → models managed by ComfyUI.
 
 Files live in ``models/talker_t2av`` (or any folder registered as ``talker_t2av`` in
-``extra_model_paths.yaml``) in the release layout::
-
-    talker_t2av/
-      talker-t2av/            model.safetensors + tokenizer files (backbone and heads)
-      whisperx-vae/model.ckpt speech codec
-      lia-x.pt                face renderer
-      wavlm_large_finetune.pth  speaker encoder
+``extra_model_paths.yaml``) in the release layout of the component registry
+(:mod:`talker_core.weights.components`: names, file endings offered, download sources).
+Names are resolved inside those folders by :func:`talker_core.weights.loaders.resolve_in_folder`
+(no ``..``, no absolute paths, no symbolic link out of the folder).
 
 Nothing is downloaded unless a loader's ``download_if_missing`` switch is on.
 """
 
 from __future__ import annotations
-
-import os
 
 from comfy_api.latest import io
 
@@ -32,9 +27,18 @@ from .sockets import (
 
 def _release_name(kind: str) -> str:
     """Where the release puts a component, relative to the model folder."""
-    from talker_core.weights.loaders import MODEL_LAYOUT
+    from talker_core.weights.components import component
 
-    return MODEL_LAYOUT[kind]
+    return component(kind).release
+
+
+def _has_weights(kind: str, folder: str) -> bool:
+    """A model folder counts when it holds its weights file."""
+    from pathlib import Path
+
+    from talker_core.weights.components import component
+
+    return (Path(folder) / (component(kind).weights_file or "")).is_file()
 
 
 def _precision_input(auto_text: str) -> io.Combo.Input:
@@ -66,23 +70,28 @@ def _download_input() -> io.Boolean.Input:
     )
 
 
-def _locate(kind: str, name: str, download_if_missing: bool, folder: bool, what: str) -> str:
+def _find(kind: str, name: str, folder: bool, input_name: str):
+    path = host.resolve_model(name, input_name, folder=folder)
+    if folder and path is not None and not _has_weights(kind, path):
+        return None
+    return path
+
+
+def _locate(kind: str, name: str, download_if_missing: bool, folder: bool, what: str, input_name: str) -> str:
     release = _release_name(kind)
-    path = host.find_model_path(name, folder=folder)
-    if folder and path is not None and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        path = None
+    path = _find(kind, name, folder, input_name)
     if path is None and download_if_missing and name == release:
         host.download(kind)
-        path = host.find_model_path(name, folder=folder)
+        path = _find(kind, name, folder, input_name)
     if path is None:
         raise host.missing_model_error(name, what, release)
     return path
 
 
-def _check_choice(kind: str, name: str, download_if_missing: bool, folder: bool, what: str):
+def _check_choice(kind: str, name: str, download_if_missing: bool, folder: bool, what: str, input_name: str):
     """validate_inputs helper: True, or the message ComfyUI shows before the run starts."""
     try:
-        if host.find_model_path(name, folder=folder) is not None:
+        if _find(kind, name, folder, input_name) is not None:
             return True
     except ValueError as exc:
         return str(exc)
@@ -96,28 +105,31 @@ class TalkerLoadModel(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        release = _release_name("talker")
+        from talker_core.models.talker import ATTN_HELP, ATTN_IMPLEMENTATIONS
+        from talker_core.weights.components import component
+
+        talker = component("talker")
+        release = talker.release
         return io.Schema(
             node_id="TalkerLoadModel",
             **schema_extras(search_aliases=SEARCH_ALIASES["TalkerLoadModel"]),
             display_name="Load Model",
             category=f"{CATEGORY}/loaders",
-            description="Loads the Talker-T2AV backbone and heads (a folder with model.safetensors and the "
+            description=f"Loads the Talker-T2AV backbone and heads (a folder with {talker.weights_file} and the "
             "tokenizer) from models/talker_t2av.",
             inputs=[
                 io.Combo.Input(
                     "model_folder",
                     options=[release] + [f for f in host.backbone_folders() if f != release],
                     default=release,
-                    tooltip="Sub-folder of models/talker_t2av holding model.safetensors and the tokenizer files.",
+                    tooltip=f"Sub-folder of models/talker_t2av holding {talker.weights_file} and the tokenizer files.",
                 ),
                 _precision_input("bf16 on a GPU that supports it, else fp32"),
                 io.Combo.Input(
                     "attention",
-                    options=host.ATTENTIONS,
-                    default="sdpa",
-                    tooltip="Backbone attention kernel. sdpa: PyTorch's fused attention (default); eager: plain "
-                    "matmuls (debugging); flash_attention_2: needs the flash-attn package.",
+                    options=list(ATTN_IMPLEMENTATIONS),
+                    default=ATTN_IMPLEMENTATIONS[0],
+                    tooltip="Backbone attention kernel. " + "; ".join(f"{k}: {v}" for k, v in ATTN_HELP.items()) + ".",
                 ),
                 _device_input(),
                 _download_input(),
@@ -127,16 +139,20 @@ class TalkerLoadModel(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_folder, attention, download_if_missing):
-        if attention not in host.ATTENTIONS:
-            return f"attention must be one of {host.ATTENTIONS}"
-        return _check_choice("talker", model_folder, download_if_missing, True, "Talker-T2AV model folder")
+        from talker_core.models.talker import ATTN_IMPLEMENTATIONS
+
+        if attention not in ATTN_IMPLEMENTATIONS:
+            return f"attention must be one of {list(ATTN_IMPLEMENTATIONS)}, got {attention!r}"
+        return _check_choice(
+            "talker", model_folder, download_if_missing, True, "Talker-T2AV model folder", "model_folder"
+        )
 
     @classmethod
     def execute(cls, model_folder, precision, attention, device, download_if_missing) -> io.NodeOutput:
         from talker_core.weights.loaders import load_talker
 
         host.check_attention(attention)
-        path = _locate("talker", model_folder, download_if_missing, True, "Talker-T2AV model folder")
+        path = _locate("talker", model_folder, download_if_missing, True, "Talker-T2AV model folder", "model_folder")
         dev = host.load_device(device)
         dtype = host.resolve_dtype(precision, dev, auto_half=True)
         bundle = load_talker(path, device=host.offload_device(dev), dtype=dtype, attn_implementation=attention)
@@ -146,22 +162,27 @@ class TalkerLoadModel(io.ComfyNode):
 class _SingleFileLoader(io.ComfyNode):
     KIND = ""
     WHAT = ""
-    EXTENSIONS: tuple[str, ...] = ()
 
     @classmethod
-    def _file_input(cls, tooltip: str) -> io.Combo.Input:
-        release = _release_name(cls.KIND)
+    def _file_input(cls, what: str) -> io.Combo.Input:
+        """The file combo; the tooltip names the release file and its conversion (registry)."""
+        from talker_core.weights.components import component
+
+        c = component(cls.KIND)
         return io.Combo.Input(
-            "file", options=host.weight_files(cls.KIND, release, cls.EXTENSIONS), default=release, tooltip=tooltip
+            "file",
+            options=host.weight_files(cls.KIND),
+            default=c.release,
+            tooltip=f"{what} (the release's {c.release}, or its safetensors conversion {c.converted}).",
         )
 
     @classmethod
     def validate_inputs(cls, file, download_if_missing):
-        return _check_choice(cls.KIND, file, download_if_missing, False, cls.WHAT)
+        return _check_choice(cls.KIND, file, download_if_missing, False, cls.WHAT, "file")
 
     @classmethod
     def _load(cls, loader, file, precision, device, download_if_missing):
-        path = _locate(cls.KIND, file, download_if_missing, False, cls.WHAT)
+        path = _locate(cls.KIND, file, download_if_missing, False, cls.WHAT, "file")
         dev = host.load_device(device)
         dtype = host.resolve_dtype(precision, dev, auto_half=False)
         module = loader(path, device=host.offload_device(dev), dtype=dtype)
@@ -169,7 +190,7 @@ class _SingleFileLoader(io.ComfyNode):
 
 
 class TalkerLoadCodec(_SingleFileLoader):
-    KIND, WHAT, EXTENSIONS = "whisperx_vae", "WhisperX-VAE checkpoint", (".ckpt", ".safetensors")
+    KIND, WHAT = "whisperx_vae", "WhisperX-VAE checkpoint"
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -180,9 +201,7 @@ class TalkerLoadCodec(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads the WhisperX-VAE speech codec: audio ↔ 25 Hz speech latents, 24 kHz output.",
             inputs=[
-                cls._file_input(
-                    "WhisperX-VAE checkpoint (the release's whisperx-vae/model.ckpt, or its safetensors conversion)."
-                ),
+                cls._file_input("WhisperX-VAE checkpoint"),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),
@@ -198,7 +217,7 @@ class TalkerLoadCodec(_SingleFileLoader):
 
 
 class TalkerLoadFaceModel(_SingleFileLoader):
-    KIND, WHAT, EXTENSIONS = "liax", "LIA-X checkpoint", (".pt", ".pth", ".safetensors")
+    KIND, WHAT = "liax", "LIA-X checkpoint"
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -209,9 +228,7 @@ class TalkerLoadFaceModel(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads LIA-X, which encodes faces and motion and renders 512×512 frames from motion.",
             inputs=[
-                cls._file_input(
-                    "LIA-X generator weights (lia-x.pt from the LIA-X release, or its safetensors conversion)."
-                ),
+                cls._file_input("LIA-X generator weights"),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),
@@ -231,7 +248,7 @@ class TalkerLoadFaceModel(_SingleFileLoader):
 
 
 class TalkerLoadSpeakerEncoder(_SingleFileLoader):
-    KIND, WHAT, EXTENSIONS = "speaker", "speaker encoder checkpoint", (".pth", ".pt", ".safetensors")
+    KIND, WHAT = "speaker", "speaker encoder checkpoint"
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -242,9 +259,7 @@ class TalkerLoadSpeakerEncoder(_SingleFileLoader):
             category=f"{CATEGORY}/loaders",
             description="Loads the WavLM-Large + ECAPA-TDNN speaker encoder (the voice's 256-d timbre embedding).",
             inputs=[
-                cls._file_input(
-                    "Speaker-verification checkpoint (wavlm_large_finetune.pth, or its safetensors conversion)."
-                ),
+                cls._file_input("Speaker-verification checkpoint (WavLM-Large + ECAPA-TDNN)"),
                 _precision_input("fp32"),
                 _device_input(),
                 _download_input(),

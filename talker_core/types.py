@@ -22,6 +22,8 @@ __all__ = [
     "MOTION_DIM",
     "SPEAKER_DIM",
     "SAMPLE_RATE",
+    "SPEAKER_SAMPLE_RATE",
+    "WHISPER_SAMPLE_RATE",
     "MotionStats",
     "SpeechLatents",
     "MotionCodes",
@@ -35,7 +37,10 @@ PATCH = 4  # frames per backbone token
 SPEECH_DIM = 32
 MOTION_DIM = 40
 SPEAKER_DIM = 256
-SAMPLE_RATE = 24_000  # WhisperX-VAE output rate
+# The sample rates, each written once (Hz):
+SAMPLE_RATE = 24_000  # speech: the WhisperX-VAE's waveform rate (what it decodes to, its codec branch's input)
+SPEAKER_SAMPLE_RATE = 16_000  # what the WavLM + ECAPA-TDNN speaker encoder takes
+WHISPER_SAMPLE_RATE = 16_000  # what the WhisperX-VAE's Whisper (semantic) branch takes
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
         calls.append((models_dir, list(kinds)))
         progress(0, 1, "lia-x.pt")
         src = Path(debug_models) / "lia-x.pt"
-        (Path(models_dir) / "lia-x.pt").symlink_to(src)
+        shutil.copy(src, Path(models_dir) / "lia-x.pt")  # a link out of the folder would be refused
         progress(1, 1, "done")
         return [Path(models_dir) / "lia-x.pt"]
 
@@ -270,6 +271,65 @@ def test_download_only_when_asked(comfy, monkeypatch, tmp_path, debug_models):
     finally:
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update(saved)
+
+
+@pytest.fixture
+def own_model_root(comfy, tmp_path):
+    """A talker_t2av model folder of this test alone (the shared debug set is not touched)."""
+    import folder_paths
+
+    root = tmp_path / "talker_t2av"
+    root.mkdir()
+    saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
+    folder_paths.folder_names_and_paths["talker_t2av"] = ([str(root)], set())
+    folder_paths.filename_list_cache.clear()
+    try:
+        yield root
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update(saved)
+        folder_paths.filename_list_cache.clear()
+
+
+def test_loaders_refuse_names_that_leave_the_model_folder(own_model_root, tmp_path, debug_models):
+    """The nodes resolve names with talker_core's resolver: no '..', no absolute path, no link out of the folder."""
+    loaders = comfy_host.module("nodes.loaders")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(Path(debug_models) / "lia-x.pt", elsewhere / "lia-x.pt")
+    (own_model_root / "outside.pt").symlink_to(elsewhere / "lia-x.pt")  # a link out of the folder
+    (own_model_root / "sub").mkdir()
+    shutil.copy(Path(debug_models) / "lia-x.pt", own_model_root / "sub" / "face.pt")
+    (own_model_root / "inner.pt").symlink_to(own_model_root / "sub" / "face.pt")  # a link inside it
+    shutil.copytree(Path(debug_models) / "talker-t2av", elsewhere / "talker-t2av")
+    (own_model_root / "linked-talker").symlink_to(elsewhere / "talker-t2av", target_is_directory=True)
+
+    refused = {
+        "../lia-x.pt": "contains '..'",
+        str(elsewhere / "lia-x.pt"): "is an absolute path",
+        "outside.pt": "points outside the models folder",
+    }
+    for name, why in refused.items():
+        msg = loaders.TalkerLoadFaceModel.validate_inputs(file=name, download_if_missing=False)
+        assert isinstance(msg, str) and why in msg and f"file {name!r}" in msg, msg
+        assert "extra_model_paths.yaml" in msg  # what to do instead
+        with pytest.raises(ValidationFailed, match=why):  # ComfyUI's own validation shows it before the run
+            run_node(loaders.TalkerLoadFaceModel, file=name)
+        with pytest.raises(ValueError, match=why):  # and the run itself refuses it
+            loaders.TalkerLoadFaceModel.execute(file=name, precision="auto", device="cpu", download_if_missing=False)
+    msg = loaders.TalkerLoadModel.validate_inputs(
+        model_folder="linked-talker", attention="sdpa", download_if_missing=False
+    )
+    assert isinstance(msg, str) and "model_folder 'linked-talker'" in msg and "symbolic link" in msg
+    with pytest.raises(ValidationFailed, match="contains '..'"):
+        run_node(loaders.TalkerLoadModel, model_folder="../talker-t2av")
+
+    face = next(i for i in loaders.TalkerLoadFaceModel.define_schema().inputs if i.id == "file").options
+    assert "outside.pt" not in face  # what would be refused is not offered
+    assert "inner.pt" in face and "sub/face.pt" in face
+    out = run_node(loaders.TalkerLoadFaceModel, file="inner.pt")[0]  # a link that stays inside loads
+    assert out.source == str((own_model_root / "sub" / "face.pt").resolve())
 
 
 def test_gpu_choice_on_cpu_only_host_is_explained(comfy):
@@ -754,3 +814,24 @@ def test_sampler_widgets_come_from_the_parameter_table(comfy):
         assert (w.default, w.tooltip) == (spec.default, spec.help), name
         if spec.kind is not bool:
             assert (w.min, w.max) == (spec.minimum, spec.maximum), name
+
+
+def test_attention_choices_come_from_the_model_file(comfy, monkeypatch):
+    """The loader node's attention combo reads models/talker.py's list (the CLI's --attn: test_one_source.py)."""
+    from talker_core.models import talker
+
+    loaders = comfy_host.module("nodes.loaders")
+
+    def attention():
+        return next(i for i in loaders.TalkerLoadModel.define_schema().inputs if i.id == "attention")
+
+    assert tuple(attention().options) == talker.ATTN_IMPLEMENTATIONS
+    monkeypatch.setattr(talker, "ATTN_HELP", {"kernel_a": "the first", "kernel_b": "the second"})
+    monkeypatch.setattr(talker, "ATTN_IMPLEMENTATIONS", ("kernel_a", "kernel_b"))
+    combo = attention()
+    assert combo.options == ["kernel_a", "kernel_b"] and combo.default == "kernel_a"
+    assert "kernel_b: the second" in combo.tooltip
+    msg = loaders.TalkerLoadModel.validate_inputs(
+        model_folder="talker-t2av", attention="sdpa", download_if_missing=False
+    )
+    assert isinstance(msg, str) and "kernel_a" in msg

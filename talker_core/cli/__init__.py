@@ -85,13 +85,14 @@ def _run_debug(args: argparse.Namespace) -> int:
 
 
 def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    from talker_core.weights.loaders import KINDS
+    from talker_core.weights.components import COMPONENTS, KINDS
 
-    parser.add_argument("src", metavar="SRC", help="published file (or the talker-t2av folder)")
+    folders = " or ".join(f"the {c.release} folder" for c in COMPONENTS.values() if c.is_folder)
+    parser.add_argument("src", metavar="SRC", help=f"published file (or {folders})")
     parser.add_argument(
         "dst",
         metavar="DST",
-        help="output .safetensors file, or a folder (for the talker folder: receives model.safetensors and "
+        help="output .safetensors file, or a folder (for a model folder: receives its weights file and "
         "the tokenizer files)",
     )
     parser.add_argument(

@@ -1,12 +1,12 @@
 """``python -m talker_core check-models DIR``: what is in a models folder, and whether it will load.
 
-The first thing to run after a download. For each model file of the layout
-(:data:`talker_core.weights.loaders.MODEL_LAYOUT`, and the converted sidecars of
-:data:`~talker_core.weights.loaders.CONVERTED_LAYOUT` when present) it prints what
+The first thing to run after a download. For each model file of the component
+registry (:mod:`talker_core.weights.components`: the published file, and the converted
+sidecar when present) it prints what
 was found (format, size, tensors, parameters, dtypes), the key accounting against
 the model the file loads into (needed / present / known-unused / unexpected, and
 every missing key, wrong shape, wrong dtype or key of another component), and a
-one-line verdict. For ``talker-t2av/`` it also checks ``config.json`` against the
+one-line verdict. For the talker folder it also checks ``config.json`` against the
 sizes built and finds the tokenizer and its chat template. The accounting is the
 one the loaders use (:func:`talker_core.checkpoint.account_keys`), under the
 strict switch: a key no list names is reported as a problem here even though a
@@ -67,11 +67,14 @@ def _count(n: int) -> str:
 
 
 def _weights_file(kind: str, path: Path) -> Path:
-    return path / "model.safetensors" if kind == "talker" else path
+    from talker_core.weights.components import component
+
+    name = component(kind).weights_file
+    return path / name if name else path
 
 
 def check_file(kind: str, path: str | Path) -> FileCheck:
-    """Check one file (for ``talker``: the ``talker-t2av`` folder) as the loader of ``kind`` would read it."""
+    """Check one file (for a folder component, the talker: its folder) as the loader of ``kind`` would read it."""
     from talker_core.weights import loaders
 
     path = Path(path)
@@ -183,18 +186,14 @@ def _check_talker_folder(folder: Path, config, check: FileCheck) -> None:
 
 
 def _files_to_check(root: Path) -> list[tuple[str, Path]]:
-    from talker_core.weights.loaders import CONVERTED_LAYOUT, KINDS, MODEL_LAYOUT
+    from talker_core.weights.components import COMPONENTS
 
     out = []
-    for kind in KINDS:
-        seen = set()
-        for rel in (MODEL_LAYOUT[kind], CONVERTED_LAYOUT[kind]):
+    for c in COMPONENTS.values():
+        for rel in dict.fromkeys((c.release, c.converted)):  # the talker's two are one
             p = root / rel
-            if rel in seen:
-                continue
-            seen.add(rel)
             if p.exists():
-                out.append((kind, p))
+                out.append((c.kind, p))
     return out
 
 
@@ -250,7 +249,10 @@ def check_folder(models_dir: str | Path) -> tuple[list[str], bool]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models_dir", metavar="DIR", help="the models folder (talker-t2av/, whisperx-vae/, ...)")
+    from talker_core.weights.components import COMPONENTS
+
+    layout = ", ".join(c.release + ("/" if c.is_folder else "") for c in COMPONENTS.values())
+    parser.add_argument("models_dir", metavar="DIR", help=f"the models folder ({layout})")
 
 
 def run(args: argparse.Namespace) -> int:

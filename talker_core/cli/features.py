@@ -175,7 +175,7 @@ def run_dialogue(args) -> int:
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4 (got {out.name})")
     found = loaders.find_models(Path(args.models))
-    missing = {k: found[k] for k in ("talker", "whisperx_vae", "speaker", "liax")}
+    missing = {k: found[k] for k in loaders.KINDS}
     if any(v is None for v in missing.values()):
         raise ValueError(loaders.missing_models_message(Path(args.models), missing))
     device = _pick_device(args.device)

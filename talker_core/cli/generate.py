@@ -134,11 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", *DTYPES],
         help="model precision (auto: bf16 on CUDA, fp32 elsewhere)",
     )
+    from talker_core.models.talker import ATTN_HELP, ATTN_IMPLEMENTATIONS
+
     r.add_argument(
         "--attn",
-        default="sdpa",
-        choices=["sdpa", "eager", "flash_attention_2"],
-        help="backbone attention implementation",
+        default=ATTN_IMPLEMENTATIONS[0],
+        choices=ATTN_IMPLEMENTATIONS,
+        help="backbone attention implementation: " + "; ".join(f"{k}: {v}" for k, v in ATTN_HELP.items()),
     )
     r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")

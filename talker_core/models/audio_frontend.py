@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from talker_core.types import WHISPER_SAMPLE_RATE
+
 __all__ = [
     "WHISPER_SAMPLE_RATE",
     "WHISPER_N_FFT",
@@ -34,7 +36,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WHISPER_SAMPLE_RATE = 16_000
 WHISPER_N_FFT = 400  # 25 ms window
 WHISPER_HOP = 160  # 10 ms hop
 WHISPER_SECONDS = 30  # Whisper always sees a 30 s window

@@ -167,7 +167,7 @@ class LiaXConfig:
         if absent:
             raise CheckpointError(
                 f"{source} is not a LIA-X generator: key(s) {', '.join(absent)} not found. "
-                "Use lia-x.pt from wyhsirius/LIA-X."
+                "Use the published LIA-X generator file."
             )
         width0 = int(sd[first].shape[0])
         scale = width0 / 64
@@ -741,7 +741,7 @@ class StreamingRenderer:
 # --------------------------------------------------------------------------- files
 
 
-def state_dict_from_file(obj: Any, source: str = "lia-x.pt") -> dict[str, torch.Tensor]:
+def state_dict_from_file(obj: Any, source: str = "the LIA-X file") -> dict[str, torch.Tensor]:
     """The generator state dict inside what ``torch.load`` (weights only) returns for lia-x.pt.
 
     The published file is a flat state dict ``{"enc.…": tensor, "dec.…": tensor}``
@@ -755,18 +755,18 @@ def state_dict_from_file(obj: Any, source: str = "lia-x.pt") -> dict[str, torch.
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(
             f"{source} does not hold a LIA-X state dict (found {type(obj).__name__}). "
-            "Expected lia-x.pt from wyhsirius/LIA-X: a mapping of 'enc.*'/'dec.*' names to tensors."
+            "Expected the published LIA-X generator file: a mapping of 'enc.*'/'dec.*' names to tensors."
         )
     not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(
             f"{source} does not look like a LIA-X state dict: entries {', '.join(sorted(not_tensors)[:8])} "
-            "are not tensors. Expected lia-x.pt from wyhsirius/LIA-X."
+            "are not tensors. Expected the published LIA-X generator file."
         )
     keys = [str(k) for k in obj]
     if not any(k.startswith("enc.") for k in keys) or not any(k.startswith("dec.") for k in keys):
         raise CheckpointError(
             f"{source} does not look like a LIA-X generator: no 'enc.*' and 'dec.*' keys "
-            f"(first keys: {', '.join(sorted(keys)[:6])}). Expected lia-x.pt from wyhsirius/LIA-X."
+            f"(first keys: {', '.join(sorted(keys)[:6])}). Expected the published LIA-X generator file."
         )
     return dict(obj)

@@ -37,9 +37,10 @@ from torch import nn
 from talker_core.checkpoint import CheckpointError, KeyMap
 from talker_core.models.ecapa import EcapaConfig, EcapaTdnn, mix_hidden_states
 from talker_core.models.wavlm import WavLM, WavLMConfig, format_conv_layers
+from talker_core.types import SPEAKER_SAMPLE_RATE
 
 __all__ = [
-    "SAMPLE_RATE",
+    "SPEAKER_SAMPLE_RATE",
     "SPEAKER_KEYS",
     "SpeakerEncoderConfig",
     "SpeakerEncoder",
@@ -49,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 
 # Published keys that inference does not use (full match on the published name).
 SPEAKER_IGNORED = (
@@ -146,7 +146,7 @@ class SpeakerEncoder(EcapaTdnn):
 # --------------------------------------------------------------------------- #
 
 
-def state_dict_from_file(obj: Any, source: str = "wavlm_large_finetune.pth") -> dict[str, torch.Tensor]:
+def state_dict_from_file(obj: Any, source: str = "the speaker-verification file") -> dict[str, torch.Tensor]:
     """The state dict inside what ``torch.load`` returns for ``wavlm_large_finetune.pth``.
 
     The file holds ``{"model": {name: tensor}}``; anything else is a
@@ -156,7 +156,8 @@ def state_dict_from_file(obj: Any, source: str = "wavlm_large_finetune.pth") -> 
         kind = f"a mapping with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(
             f"{source} is not a speaker-verification checkpoint: expected {{'model': state_dict}}, found {kind}. "
-            "Use wavlm_large_finetune.pth from Microsoft UniSpeech (downstreams/speaker_verification)."
+            "Use the WavLM-Large speaker-verification checkpoint of Microsoft UniSpeech "
+            "(downstreams/speaker_verification)."
         )
     state = obj["model"]
     if not isinstance(state, Mapping) or not state:

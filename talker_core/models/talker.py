@@ -46,12 +46,21 @@ __all__ = [
     "TalkerModel",
     "TALKER_KEYS",
     "ATTN_IMPLEMENTATIONS",
+    "ATTN_HELP",
+    "check_attn_implementation",
     "cache_kwargs",
 ]
 
 log = logging.getLogger(__name__)
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+#: The backbone attention kernels, the default first, each with its help text: the one list the loader
+#: node's combo and the command line's ``--attn`` offer.
+ATTN_HELP: dict[str, str] = {
+    "sdpa": "PyTorch's fused attention (default)",
+    "eager": "plain matmuls (debugging)",
+    "flash_attention_2": "needs the flash-attn package",
+}
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = tuple(ATTN_HELP)
 
 # Published keys are the module's own names. The LM head is tied to the token
 # embedding (it may or may not be in a file and is never used); rotary tables
@@ -270,13 +279,15 @@ class _StopHead(nn.Module):
         return F.linear(F.silu(x), self.head.weight.float()).squeeze(-1)
 
 
-def _check_attn_implementation(name: str) -> None:
+def check_attn_implementation(name: str) -> None:
+    """``ValueError`` saying what to do when ``name`` is not one of :data:`ATTN_IMPLEMENTATIONS` or cannot run here."""
     if name not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation {name!r} is not one of {ATTN_IMPLEMENTATIONS}")
     if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError(
             "attn_implementation='flash_attention_2' needs the flash_attn package, which is not installed; "
-            "install it or use 'sdpa'"
+            f"choose '{ATTN_IMPLEMENTATIONS[0]}' (the default, as fast on most GPUs) or install flash-attn for your "
+            "CUDA build"
         )
 
 
@@ -300,7 +311,7 @@ class TalkerModel(nn.Module):
         from transformers import Qwen3ForCausalLM
 
         config = config or TalkerConfig()
-        _check_attn_implementation(attn_implementation)
+        check_attn_implementation(attn_implementation)
         self.config = config
         width = config.llm.hidden_size
         self.llm = Qwen3ForCausalLM(config.llm.to_qwen3(attn_implementation))

@@ -31,10 +31,12 @@ from torch import nn
 from talker_core.checkpoint import CheckpointError, KeyMap
 from talker_core.models.audio_frontend import (
     WHISPER_SAMPLE_RATE,
+    WHISPER_SECONDS,
     resample,
     to_mono,
     whisper_log_mel,
 )
+from talker_core.types import FPS, SAMPLE_RATE
 
 __all__ = [
     "CodecEncoderConfig",
@@ -55,8 +57,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LATENT_RATE = 25  # latent frames per second; the Whisper branch (50 Hz) is pair-averaged to it
-MAX_SECONDS = 30  # one Whisper window
+LATENT_RATE = FPS  # latent frames per second; the Whisper branch (50 Hz) is pair-averaged to it
+MAX_SECONDS = WHISPER_SECONDS  # one Whisper window
 
 
 # ---------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class WhisperXVAEConfig:
 
     codec_encoder: CodecEncoderConfig = field(default_factory=CodecEncoderConfig)
     codec_decoder: CodecDecoderConfig = field(default_factory=CodecDecoderConfig)
-    sample_rate: int = 24_000  # waveform rate of the codec (cfg ``dataset.sr``)
+    sample_rate: int = SAMPLE_RATE  # waveform rate of the codec (cfg ``dataset.sr``)
     whisper: WhisperEncoderConfig = field(default_factory=WhisperEncoderConfig)
 
     def __post_init__(self):
@@ -180,7 +182,7 @@ class WhisperXVAEConfig:
         return cls(
             codec_encoder=CodecEncoderConfig(in_dim=4, ratios=(4, 5, 6, 8), hidden_dim=64),
             codec_decoder=CodecDecoderConfig(hidden_dim=64, ratios=(8, 6, 5, 4), z_dim=32),
-            sample_rate=24_000,
+            sample_rate=SAMPLE_RATE,
             whisper=WhisperEncoderConfig(
                 n_mels=128, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4, n_audio_layer=2
             ),
@@ -230,7 +232,7 @@ class WhisperXVAEConfig:
                 except (KeyError, TypeError, IndexError):
                     raise ValueError(
                         f"the WhisperX-VAE checkpoint config has no `{path}`; is this the published "
-                        "whisperx-vae/model.ckpt?"
+                        "WhisperX-VAE checkpoint?"
                     ) from None
             return node
 
@@ -242,7 +244,8 @@ class WhisperXVAEConfig:
                 sr = get("preprocess.audio.sr")
             except ValueError:
                 raise ValueError(
-                    "the WhisperX-VAE checkpoint config has no `dataset.sr`; is this the published whisperx-vae/model.ckpt?"
+                    "the WhisperX-VAE checkpoint config has no `dataset.sr`; is this the published WhisperX-VAE "
+                    "checkpoint?"
                 ) from None
         return cls(
             codec_encoder=CodecEncoderConfig(
@@ -778,7 +781,7 @@ def state_dict_from_lightning(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor
         else:
             raise CheckpointError(
                 f"the WhisperX-VAE checkpoint has no `state_dict` (top-level keys: {sorted(map(str, ckpt))[:12]}); "
-                "use the published whisperx-vae/model.ckpt"
+                "use the published WhisperX-VAE checkpoint"
             )
     tensors = {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     for prefix in _WRAPPER_PREFIXES:

@@ -23,6 +23,7 @@ from talker_core.pipeline.request import (
 from talker_core.types import (
     FPS,
     MOTION_DIM,
+    SPEAKER_SAMPLE_RATE,
     Identity,
     MotionCodes,
     MotionStats,
@@ -49,18 +50,11 @@ def _warn_cut(what: str, seconds: float, max_seconds: float) -> None:
 
 
 @torch.inference_mode()
-def _vae_encode(vae, wav_mono: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _vae_encode(vae, wav_mono: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Encode at most 30 s of mono audio (1, N) the way the reference prepares it
-    (:meth:`WhisperXVAE.encode_waveform`, the golden-tested function).
-
-    Returns (latents (T, 32) float32 CPU, 16 kHz signal (1, N16) trimmed to the latent length, T).
+    (:meth:`WhisperXVAE.encode_waveform`, the golden-tested function) → latents (T, 32) float32 CPU.
     """
-    from talker_core.models.audio_frontend import WHISPER_SAMPLE_RATE, resample
-
-    latents = vae.encode_waveform(wav_mono, sample_rate)[0].float().cpu()
-    frames = latents.shape[0]
-    wav16 = resample(wav_mono, sample_rate, WHISPER_SAMPLE_RATE)[:, : frames * (WHISPER_SAMPLE_RATE // FPS)]
-    return latents, wav16, frames
+    return vae.encode_waveform(wav_mono, sample_rate)[0].float().cpu()
 
 
 @torch.inference_mode()
@@ -72,15 +66,17 @@ def encode_voice(
     waveform: (C, N) or ComfyUI's (1, C, N), any rate, any channel count (mixed to mono).
     At most ``max_seconds`` (≤ 30) are used, as in the reference.
     """
-    from talker_core.models.audio_frontend import to_mono
+    from talker_core.models.audio_frontend import resample, to_mono
 
     wav = _as_waveform(waveform, sample_rate, "reference audio")
     limit = min(float(max_seconds), MAX_REFERENCE_SECONDS)
     wav = to_mono(wav)[:, : int(round(limit * sample_rate))]
     _check_audible(wav, sample_rate, "reference audio")
-    latents, wav16, _ = _vae_encode(vae, wav, sample_rate)
+    latents = _vae_encode(vae, wav, sample_rate)
+    # the speaker encoder hears the stretch the latents cover, at its own rate (as the reference)
+    wav_spk = resample(wav, sample_rate, SPEAKER_SAMPLE_RATE)[:, : latents.shape[0] * (SPEAKER_SAMPLE_RATE // FPS)]
     device, dtype = _device_dtype(speaker_encoder)
-    embedding = speaker_encoder(wav16.to(device, dtype)).float().cpu()[0]
+    embedding = speaker_encoder(wav_spk.to(device, dtype)).float().cpu()[0]
     check_finite(latents, "reference voice encoding (speech latents)", vae)
     check_finite(embedding, "reference voice encoding (speaker embedding)", speaker_encoder)
     return SpeakerReference(embedding=embedding, speech=SpeechLatents(latents))
@@ -111,7 +107,7 @@ def encode_speech(
         chunk = wav[:, start : start + window]
         if chunk.shape[-1] < sample_rate // FPS:  # less than one latent frame left
             break
-        latents, _, _ = _vae_encode(vae, chunk, sample_rate)
+        latents = _vae_encode(vae, chunk, sample_rate)
         check_finite(latents, "driving speech encoding", vae)
         pieces.append(latents)
         hooks.report(i + 1, len(starts), "encode")

@@ -1,8 +1,9 @@
 """A complete tiny random-weight model set in the published formats and layout.
 
-:func:`write_debug_models` writes, under one folder, the four files of
-:data:`talker_core.weights.loaders.MODEL_LAYOUT` exactly as the real ones are stored
-(MODEL.md §2), with test sizes and seeded random weights:
+:func:`write_debug_models` writes, under one folder, the four files of the component
+registry (:mod:`talker_core.weights.components`: the release names and formats, each
+component's ``debug_writer``) exactly as the real ones are stored (MODEL.md §2), with
+test sizes and seeded random weights:
 
 - ``talker-t2av/model.safetensors``: ``TalkerConfig.tiny()`` under the published
   key names (tied LM head included as its own tensor, as in the release), with a
@@ -122,6 +123,8 @@ def _write_talker(folder: Path, seed: int) -> None:
 
     from talker_core.models.talker import TalkerModel
     from talker_core.tokenizer import write_debug_tokenizer
+    from talker_core.weights.components import COMPONENTS
+    from talker_core.weights.loaders import BACKBONE_CONFIG
 
     config = debug_talker_config()
     with torch.random.fork_rng(devices=[]):
@@ -131,9 +134,9 @@ def _write_talker(folder: Path, seed: int) -> None:
         torch.nn.init.normal_(model.motion_pad_emb, std=0.02)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "talker_kind": "talker", "talker_config": json.dumps(config.to_dict(), sort_keys=True)}
-    save_file(dict(_state(model)), str(folder / "model.safetensors"), metadata=meta)
+    save_file(dict(_state(model)), str(folder / (COMPONENTS["talker"].weights_file or "")), metadata=meta)
     write_debug_tokenizer(folder, template_file=True)  # the published folder has chat_template.jinja
-    write_backbone_config(folder / "config.json", config)
+    write_backbone_config(folder / BACKBONE_CONFIG, config)
 
 
 def write_backbone_config(path: Path, config) -> None:
@@ -243,20 +246,20 @@ def _write_speaker(path: Path, seed: int) -> None:
 
 
 def write_debug_models(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """Write the tiny model set into ``out_dir`` (layout of :data:`talker_core.weights.loaders.MODEL_LAYOUT`).
+    """Write the tiny model set into ``out_dir`` under the release names of the component registry.
 
-    Returns kind → path written. The same seed gives the same files' tensors.
+    Returns kind → path written. The same seed gives the same files' tensors (component ``i`` of
+    the registry is written with ``seed + i``).
     """
-    from talker_core.weights.loaders import MODEL_LAYOUT
+    from talker_core.weights.components import COMPONENTS
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    paths = {kind: root / rel for kind, rel in MODEL_LAYOUT.items()}
-    _write_talker(paths["talker"], seed)
-    _write_whisperx(paths["whisperx_vae"], seed + 1)
-    _write_speaker(paths["speaker"], seed + 3)
-    _write_liax(paths["liax"], seed + 2)
+    paths = {}
+    for i, c in enumerate(COMPONENTS.values()):
+        paths[c.kind] = root / c.release
+        c.debug_writer()(paths[c.kind], seed + i)
     log.info("wrote a debug model set to %s", root)
     return paths

@@ -1,13 +1,7 @@
 """Fetch the released model files from their public sources into the documented layout.
 
-Sources (all public on the Hugging Face Hub):
-
-| file in the models folder        | repository                                   | file there                  |
-|----------------------------------|----------------------------------------------|-----------------------------|
-| ``talker-t2av/`` (weights+tokenizer) | ``HKUSTAudio/Talker-T2AV``               | ``talker-t2av/*``           |
-| ``whisperx-vae/model.ckpt``      | ``HKUSTAudio/Talker-T2AV``                   | ``whisperx-vae/model.ckpt`` |
-| ``lia-x.pt``                     | ``YaohuiW/LIA-X``                            | ``lia-x.pt``                |
-| ``wavlm_large_finetune.pth``     | ``yfyeung/wavlm-large-speaker-verification`` | ``wavlm-large.pt`` (a mirror of Microsoft UniSpeech's WavLM-Large + ECAPA-TDNN speaker-verification checkpoint) |
+Sources (all public on the Hugging Face Hub): each component's ``source`` in the registry,
+:mod:`talker_core.weights.components` (repository, file there, and where it lands).
 
 Demo media (the quick start): the authors' sample voice and talking clip from their public GitHub
 repository (``zhenye234/Talker-T2AV``, Apache-2.0), pinned to one commit and checked against their
@@ -32,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from talker_core.weights.components import COMPONENTS
 
 __all__ = [
     "Source",
@@ -60,9 +56,9 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "talker", "whisperx_vae", "liax", "speaker"
+    kind: str  # a component kind of the registry
     repo_id: str
-    remote: str  # path in the repository; may be a glob ("talker-t2av/*")
+    remote: str  # path in the repository; may be a glob ("folder/*")
     local: str  # path under the models folder; for a glob, the folder that receives the matches
 
     @property
@@ -70,11 +66,9 @@ class Source:
         return any(c in self.remote for c in "*?[")
 
 
-SOURCES: tuple[Source, ...] = (
-    Source("talker", "HKUSTAudio/Talker-T2AV", "talker-t2av/*", "talker-t2av"),
-    Source("whisperx_vae", "HKUSTAudio/Talker-T2AV", "whisperx-vae/model.ckpt", "whisperx-vae/model.ckpt"),
-    Source("liax", "YaohuiW/LIA-X", "lia-x.pt", "lia-x.pt"),
-    Source("speaker", "yfyeung/wavlm-large-speaker-verification", "wavlm-large.pt", "wavlm_large_finetune.pth"),
+#: One source per component, read from the registry.
+SOURCES: tuple[Source, ...] = tuple(
+    Source(c.kind, c.source.repo_id, c.source.remote, c.release) for c in COMPONENTS.values()
 )
 
 

@@ -1,14 +1,9 @@
 """The four published model files → ready models, plus a converter to safetensors.
 
 One loader per published file (spec: MODEL.md §2), each accepting the file as
-published or its safetensors conversion, judged by content rather than by name:
-
-| kind           | published (relative to the models folder) | converted form (sidecar)            |
-|----------------|-------------------------------------------|-------------------------------------|
-| ``talker``       | ``talker-t2av/`` (model.safetensors + tokenizer files) | same file, ``talker_config`` in its metadata |
-| ``whisperx_vae`` | ``whisperx-vae/model.ckpt`` (Lightning pickle) | ``whisperx-vae/model.safetensors``   |
-| ``liax``         | ``lia-x.pt`` (state-dict pickle)             | ``lia-x.safetensors``                |
-| ``speaker``      | ``wavlm_large_finetune.pth`` (``{"model": sd}``) | ``wavlm_large_finetune.safetensors`` |
+published or its safetensors conversion, judged by content rather than by name.
+What each file is called, where its sidecar goes, its key map and which reader
+and loader handle it is written once, in :mod:`talker_core.weights.components`.
 
 A converted file holds the tensors under their published names (known-unused
 entries dropped) and, in the safetensors metadata, ``talker_kind`` (one of the
@@ -22,7 +17,7 @@ checkpoint's OmegaConf config is rebuilt by the inert stand-ins of
 :func:`talker_core.checkpoint.load_strict`: missing keys, wrong shapes or dtypes
 and keys of another component are errors; a key no list names is reported in one
 log line and skipped, or is an error under the strict switch (``strict=True`` or
-``TALKER_STRICT_LOADING=1``). The ``talker-t2av`` folder's ``config.json`` (when
+``TALKER_STRICT_LOADING=1``). The talker folder's ``config.json`` (when
 present) is checked against the sizes built (:func:`check_backbone_config`).
 """
 
@@ -35,7 +30,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, cast
@@ -52,6 +47,8 @@ from talker_core.checkpoint import (
     read_state_file,
 )
 from talker_core.safe_pickle import LIGHTNING_GLOBALS, to_plain
+from talker_core.weights import components as _components
+from talker_core.weights.components import COMPONENTS, component
 
 __all__ = [
     "KINDS",
@@ -79,36 +76,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS = ("talker", "whisperx_vae", "liax", "speaker")
+KINDS = _components.KINDS
 
 #: The documented folder layout: kind → path relative to the models folder.
-MODEL_LAYOUT: dict[str, str] = {
-    "talker": "talker-t2av",  # folder: model.safetensors + tokenizer files
-    "whisperx_vae": "whisperx-vae/model.ckpt",
-    "liax": "lia-x.pt",
-    "speaker": "wavlm_large_finetune.pth",
-}
+MODEL_LAYOUT: dict[str, str] = {c.kind: c.release for c in COMPONENTS.values()}
 
 #: Where ``convert`` puts the safetensors sidecar of each pickle (the talker file is safetensors already).
-CONVERTED_LAYOUT: dict[str, str] = {
-    "talker": "talker-t2av",
-    "whisperx_vae": "whisperx-vae/model.safetensors",
-    "liax": "lia-x.safetensors",
-    "speaker": "wavlm_large_finetune.safetensors",
-}
+CONVERTED_LAYOUT: dict[str, str] = {c.kind: c.converted for c in COMPONENTS.values()}
 
-DOWNLOAD_COMMAND = "python -m talker_core download --models {models_dir}"
+DOWNLOAD_COMMAND = _components.DOWNLOAD_COMMAND
 
-_TALKER_WEIGHTS = "model.safetensors"
-#: The backbone's config file in the ``talker-t2av`` folder (Qwen3 ``config.json`` field names).
+_TALKER = COMPONENTS["talker"]
+_TALKER_WEIGHTS = _TALKER.weights_file or ""
+#: The backbone's config file in the talker folder (Qwen3 ``config.json`` field names).
 BACKBONE_CONFIG = "config.json"
-
-_DESCRIPTION = {
-    "talker": "the Talker-T2AV backbone+heads file (talker-t2av/model.safetensors)",
-    "whisperx_vae": "the WhisperX-VAE codec checkpoint (whisperx-vae/model.ckpt)",
-    "liax": "the LIA-X face generator (lia-x.pt)",
-    "speaker": "the WavLM + ECAPA-TDNN speaker encoder (wavlm_large_finetune.pth)",
-}
 
 _META_KIND = "talker_kind"
 _META_CONFIG = "talker_config"
@@ -152,20 +133,23 @@ def resolve_in_folder(root: str | os.PathLike, name: str | os.PathLike) -> Path:
 def find_models(models_dir: str | os.PathLike) -> dict[str, Optional[Path]]:
     """kind → path of each model file present in ``models_dir`` (``None`` if absent).
 
-    The talker entry is the ``talker-t2av`` folder (it must hold model.safetensors
-    and tokenizer.json). For the three pickles, a converted ``.safetensors``
+    A folder component (the talker) is found when its folder holds every one of its
+    ``folder_files`` (weights and tokenizer). For the pickles, a converted ``.safetensors``
     sidecar (:data:`CONVERTED_LAYOUT`) is preferred over the published file.
     """
     root = Path(models_dir)
     found: dict[str, Optional[Path]] = {}
-    talker = root / MODEL_LAYOUT["talker"]
-    found["talker"] = talker if (talker / _TALKER_WEIGHTS).is_file() and (talker / "tokenizer.json").is_file() else None
-    for kind in KINDS[1:]:
-        found[kind] = None
-        for rel in (CONVERTED_LAYOUT[kind], MODEL_LAYOUT[kind]):
+    for c in COMPONENTS.values():
+        found[c.kind] = None
+        if c.is_folder:
+            folder = root / c.release
+            if all((folder / name).is_file() for name in c.folder_files):
+                found[c.kind] = folder
+            continue
+        for rel in (c.converted, c.release):
             p = root / rel
             if p.is_file():
-                found[kind] = p
+                found[c.kind] = p
                 break
     return found
 
@@ -187,13 +171,13 @@ def missing_models_message(models_dir: str | os.PathLike, found: Optional[Mappin
     else:
         lines = [f"Model files missing in {root}:"]
     for kind in missing:
-        rel = MODEL_LAYOUT[kind]
-        if kind == "talker":
-            folder = root / rel
-            absent = [n for n in (_TALKER_WEIGHTS, "tokenizer.json") if not (folder / n).is_file()]
-            lines.append(f"  - {folder}/ ({', '.join(absent)} not found): {_DESCRIPTION[kind]} plus its tokenizer")
+        c = COMPONENTS[kind]
+        if c.is_folder:
+            folder = root / c.release
+            absent = [n for n in c.folder_files if not (folder / n).is_file()]
+            lines.append(f"  - {folder}/ ({', '.join(absent)} not found): {c.description} plus its tokenizer")
         else:
-            lines.append(f"  - {root / rel}: {_DESCRIPTION[kind]}")
+            lines.append(f"  - {root / c.release}: {c.description}")
     lines.append("Fetch them with: " + DOWNLOAD_COMMAND.format(models_dir=_quote(str(root))))
     return "\n".join(lines)
 
@@ -224,20 +208,6 @@ def identify(payload: Any, metadata: Optional[Mapping[str, str]] = None) -> Opti
     return best if counts[best] else None
 
 
-#: Key fragments that give a component away in a pickled checkpoint's ``data.pkl`` (the same
-#: keys :func:`identify` looks for); the names are stored there as plain UTF-8 strings.
-_PICKLE_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "talker": (b"llm.model.",),
-    "whisperx_vae": (b"CodecEnc.",),
-    "liax": (b"dec.direction.weight", b"enc.enc_2r."),
-    "speaker": (b"feature_extract.model.", b"layer1.conv.weight"),
-}
-#: File-name hints (the backbone is a folder, never guessed from a name).
-_NAME_HINTS: dict[str, tuple[str, ...]] = {
-    "whisperx_vae": ("whisperx", "vae", "codec"),
-    "liax": ("lia-x", "lia_x", "liax"),
-    "speaker": ("wavlm", "ecapa", "speaker"),
-}
 _SNIFF_LIMIT = 64 * 1024 * 1024  # a header or data.pkl larger than this is not read
 
 
@@ -245,8 +215,9 @@ def sniff_kind(path: str | os.PathLike) -> Optional[str]:
     """Which component a weights file holds, read from its header only (no tensor data is read).
 
     safetensors: the header's metadata and key names (as :func:`identify`); a zip checkpoint
-    (``torch.save``): the key names in its pickle, without unpickling; anything else, or a
-    file that cannot be read: a hint in the file name. ``None`` when nothing tells.
+    (``torch.save``): the strings of its pickle, read opcode by opcode without unpickling, as
+    key names (as :func:`identify`); anything else, or a file that cannot be read: a hint in
+    the file name (the registry's ``name_hints``). ``None`` when nothing tells.
     """
     import struct
     import zipfile
@@ -265,14 +236,44 @@ def sniff_kind(path: str | os.PathLike) -> Optional[str]:
             with zipfile.ZipFile(p) as z:
                 pkl = next((i for i in z.infolist() if i.filename.endswith("/data.pkl")), None)
                 if pkl is not None and pkl.file_size <= _SNIFF_LIMIT:
-                    data = z.read(pkl)
-                    kind = next((k for k, marks in _PICKLE_MARKERS.items() if any(m in data for m in marks)), None)
+                    kind = identify(dict.fromkeys(_pickle_strings(z.read(pkl))))
     except (OSError, ValueError, struct.error, zipfile.BadZipFile):
         kind = None
     if kind is None:
         name = f"{p.parent.name}/{p.name}".lower()
-        kind = next((k for k, hints in _NAME_HINTS.items() if any(h in name for h in hints)), None)
+        kind = next((c.kind for c in COMPONENTS.values() if any(h in name for h in c.name_hints)), None)
     return kind
+
+
+def _pickle_strings(data: bytes) -> list[str]:
+    """The text strings a pickle holds (its dict keys among them), read from the opcodes: nothing is executed."""
+    import pickletools
+
+    return [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str) and "UNICODE" in op.name]
+
+
+def _names_release(kind: str):
+    """Reader decorator: a file error that does not name the release file gets it (the networks' own checks
+    describe the file, the registry knows its name and source)."""
+    import functools
+
+    c = COMPONENTS[kind]
+
+    def wrap(read):
+        @functools.wraps(read)
+        def reader(path: Path):
+            try:
+                return read(path)
+            except CheckpointError as exc:
+                if c.release in str(exc):
+                    raise
+                raise CheckpointError(
+                    f"{exc} (The release file is {c.release}, from {c.source.repo_id}; see README: Model files.)"
+                ) from exc
+
+        return reader
+
+    return wrap
 
 
 def _tensor_keys(payload: Any) -> list[str]:
@@ -284,14 +285,15 @@ def _tensor_keys(payload: Any) -> list[str]:
     return []
 
 
-def _refuse_other_kind(kind: str, payload: Any, metadata: Mapping[str, str], path: Path, expect: str) -> None:
+def _refuse_other_kind(kind: str, payload: Any, metadata: Mapping[str, str], path: Path) -> None:
     other = identify(payload, metadata)
     if other is None or other == kind:
         return
     keys = _tensor_keys(payload)
     raise CheckpointError(
-        f"{path} looks like {_DESCRIPTION[other]}, not {_DESCRIPTION[kind]}: missing the expected keys "
-        f"(such as {expect}); unexpected keys: {describe_keys(keys, 6)}. Check which file is selected for which "
+        f"{path} looks like {COMPONENTS[other].description}, not {COMPONENTS[kind].description}: missing the "
+        "expected keys "
+        f"(such as {COMPONENTS[kind].expect}); unexpected keys: {describe_keys(keys, 6)}. Check which file is selected for which "
         "loader."
     )
 
@@ -369,17 +371,18 @@ def _only_tensors(sd: Mapping[str, Any], path: Path, what: str) -> dict[str, tor
     return {str(k): v for k, v in sd.items()}
 
 
-def _as_file(path: str | os.PathLike, candidates: tuple[str, ...], kind: str) -> Path:
+def _as_file(path: str | os.PathLike, kind: str) -> Path:
+    """The file of ``kind`` at ``path``: ``path`` itself, or in a folder its sidecar or published name."""
+    desc = COMPONENTS[kind].description
+    candidates = COMPONENTS[kind].file_names
     path = Path(path)
     if path.is_dir():
         for name in candidates:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(
-            f"{path} is a folder without {' or '.join(candidates)}; give the path of {_DESCRIPTION[kind]}."
-        )
+        raise CheckpointError(f"{path} is a folder without {' or '.join(candidates)}; give the path of {desc}.")
     if not path.exists():
-        raise CheckpointError(f"Model file not found: {path} (expected {_DESCRIPTION[kind]}).")
+        raise CheckpointError(f"Model file not found: {path} (expected {desc}).")
     return path
 
 
@@ -400,14 +403,14 @@ def _read_talker(path: Path):
     from talker_core.models.talker import TalkerConfig
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
-    _refuse_other_kind("talker", payload, meta, path, "llm.model.embed_tokens.weight, speech_cfm.estimator.*")
+    _refuse_other_kind("talker", payload, meta, path)
     if fmt == "pickle":  # not the published form, but a plain pickled state dict is accepted
         if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
             payload = payload["state_dict"]
         if not isinstance(payload, Mapping):
             raise CheckpointError(
                 f"{path} holds a {type(payload).__name__}, not a state dict; the Talker-T2AV weights are "
-                "published as talker-t2av/model.safetensors."
+                f"published as {_TALKER.release}/{_TALKER_WEIGHTS}."
             )
         payload = _only_tensors(payload, path, "the state dict")
     config = _config_from_meta(meta, TalkerConfig, path) or TalkerConfig()
@@ -436,7 +439,9 @@ def check_backbone_config(path: str | os.PathLike, config) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not readable JSON ({exc}); download the talker-t2av folder again.") from exc
+        raise CheckpointError(
+            f"{path} is not readable JSON ({exc}); download the {_TALKER.release} folder again."
+        ) from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of config fields.")
 
@@ -480,7 +485,7 @@ def check_backbone_config(path: str | os.PathLike, config) -> None:
         raise CheckpointError(
             f"{path} does not match the sizes this model is built with: " + "; ".join(differing) + ". The "
             "config.json and model.safetensors in this folder come from different releases, or the file was "
-            "edited: download the talker-t2av folder again."
+            f"edited: download the {_TALKER.release} folder again."
         )
 
 
@@ -600,6 +605,7 @@ def _whisperx_config_from_shapes(sd: Mapping[str, torch.Tensor], path: Path):
         raise CheckpointError(f"{path}: inconsistent WhisperX-VAE sizes ({exc}).") from exc
 
 
+@_names_release("whisperx_vae")
 def _read_whisperx(path: Path):
     from talker_core.models.whisperx_vae import (
         WhisperXVAEConfig,
@@ -607,7 +613,7 @@ def _read_whisperx(path: Path):
     )
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
-    _refuse_other_kind("whisperx_vae", payload, meta, path, "CodecEnc.*, semantic_model.encoder.*")
+    _refuse_other_kind("whisperx_vae", payload, meta, path)
     if fmt == "safetensors":
         sd = cast("dict[str, torch.Tensor]", payload)
         config = _config_from_meta(meta, WhisperXVAEConfig, path) or _whisperx_config_from_shapes(sd, path)
@@ -615,7 +621,7 @@ def _read_whisperx(path: Path):
     if not isinstance(payload, Mapping):
         raise CheckpointError(
             f"{path} holds a {type(payload).__name__}, not a Lightning checkpoint dict; use the published "
-            "whisperx-vae/model.ckpt."
+            f"{COMPONENTS['whisperx_vae'].release}."
         )
     try:
         sd = state_dict_from_lightning(payload)
@@ -649,7 +655,7 @@ def load_whisperx_vae(
     """
     from talker_core.models.whisperx_vae import WHISPERX_VAE_KEYS, WhisperXVAE
 
-    path = _as_file(path, ("model.safetensors", "model.ckpt"), "whisperx_vae")
+    path = _as_file(path, "whisperx_vae")
     sd, config = _read_whisperx(path)
     model = WhisperXVAE(config)
     load_strict(model, sd, WHISPERX_VAE_KEYS, path, "WhisperX-VAE", kind="whisperx_vae", strict=strict)
@@ -662,11 +668,12 @@ def load_whisperx_vae(
 # --------------------------------------------------------------------------- lia-x
 
 
+@_names_release("liax")
 def _read_liax(path: Path):
     from talker_core.models.liax import LiaXConfig, state_dict_from_file
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
-    _refuse_other_kind("liax", payload, meta, path, "enc.enc_2r.*, dec.direction.weight")
+    _refuse_other_kind("liax", payload, meta, path)
     sd = (
         state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
     )
@@ -683,7 +690,7 @@ def load_liax(
     """Load ``lia-x.pt`` (or its .safetensors conversion) → ``LiaXGenerator`` in eval mode (scale from the shapes)."""
     from talker_core.models.liax import LIAX_KEYS, LiaXGenerator
 
-    path = _as_file(path, ("lia-x.safetensors", "lia-x.pt"), "liax")
+    path = _as_file(path, "liax")
     sd, config = _read_liax(path)
     # hundreds of millions of parameters: skip the random initialisation they would get
     model = _instantiate(lambda: LiaXGenerator(config), LIAX_KEYS)
@@ -695,6 +702,7 @@ def load_liax(
 # --------------------------------------------------------------------------- speaker encoder
 
 
+@_names_release("speaker")
 def _read_speaker(path: Path):
     from talker_core.models.speaker_encoder import (
         SpeakerEncoderConfig,
@@ -703,7 +711,7 @@ def _read_speaker(path: Path):
     )
 
     fmt, payload, meta = read_state_file(path, LIGHTNING_GLOBALS)
-    _refuse_other_kind("speaker", payload, meta, path, "feature_extract.model.*, layer1.conv.weight")
+    _refuse_other_kind("speaker", payload, meta, path)
     sd = (
         state_dict_from_file(payload, source=str(path)) if fmt == "pickle" else cast("dict[str, torch.Tensor]", payload)
     )
@@ -720,7 +728,7 @@ def load_speaker_encoder(
     """Load ``wavlm_large_finetune.pth`` (or its .safetensors conversion) → ``SpeakerEncoder`` in eval mode."""
     from talker_core.models.speaker_encoder import SPEAKER_KEYS, SpeakerEncoder
 
-    path = _as_file(path, ("wavlm_large_finetune.safetensors", "wavlm_large_finetune.pth"), "speaker")
+    path = _as_file(path, "speaker")
     sd, config = _read_speaker(path)
     model = SpeakerEncoder(config)
     load_strict(model, sd, SPEAKER_KEYS, path, "speaker encoder (WavLM + ECAPA-TDNN)", kind="speaker", strict=strict)
@@ -728,37 +736,12 @@ def load_speaker_encoder(
     return _finish(model, device, dtype)
 
 
-_LOADERS: dict[str, Callable[..., Any]] = {
-    "talker": load_talker,
-    "whisperx_vae": load_whisperx_vae,
-    "liax": load_liax,
-    "speaker": load_speaker_encoder,
-}
-
-
 def load_component(kind: str, path: str | os.PathLike, device="cpu", dtype=torch.float32, strict=None):
-    """Dispatch to the loader of ``kind`` (one of :data:`KINDS`)."""
-    if kind not in _LOADERS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
-    return _LOADERS[kind](path, device=device, dtype=dtype, strict=strict)
+    """Dispatch to the loader of ``kind`` (one of :data:`KINDS`; the registry names it)."""
+    return component(kind).loader()(path, device=device, dtype=dtype, strict=strict)
 
 
 # --------------------------------------------------------------------------- conversion
-
-
-def _key_map(kind: str) -> KeyMap:
-    if kind == "talker":
-        from talker_core.models.talker import TALKER_KEYS as keys
-    elif kind == "whisperx_vae":
-        from talker_core.models.whisperx_vae import WHISPERX_VAE_KEYS as keys
-    elif kind == "liax":
-        from talker_core.models.liax import LIAX_KEYS as keys
-    else:
-        from talker_core.models.speaker_encoder import SPEAKER_KEYS as keys
-    return keys
-
-
-_READERS = {"talker": _read_talker, "whisperx_vae": _read_whisperx, "liax": _read_liax, "speaker": _read_speaker}
 
 
 def read_component(kind: str, path: str | os.PathLike):
@@ -766,29 +749,17 @@ def read_component(kind: str, path: str | os.PathLike):
 
     No model is built and nothing is checked against one (see ``python -m talker_core check-models``).
     """
-    if kind not in _READERS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
-    return _READERS[kind](Path(path))
+    return component(kind).reader()(Path(path))
 
 
 def key_map(kind: str) -> KeyMap:
     """The :class:`KeyMap` of one component kind."""
-    return _key_map(kind)
+    return component(kind).key_map()
 
 
 def build_module(kind: str, config, device: str | torch.device = "meta") -> torch.nn.Module:
     """The module one component's file loads into, built on ``device`` (by default without memory)."""
-    cls: Any
-    if kind == "talker":
-        from talker_core.models.talker import TalkerModel as cls
-    elif kind == "whisperx_vae":
-        from talker_core.models.whisperx_vae import WhisperXVAE as cls
-    elif kind == "liax":
-        from talker_core.models.liax import LiaXGenerator as cls
-    elif kind == "speaker":
-        from talker_core.models.speaker_encoder import SpeakerEncoder as cls
-    else:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    cls = component(kind).module_class()
     with torch.device(device):
         return cls(config)
 
@@ -818,11 +789,10 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
         del payload
         if kind is None:
             raise CheckpointError(f"Cannot tell which model {src_file} holds; give --kind ({', '.join(KINDS)}).")
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    c = component(kind)
 
     if dst.is_dir() or not dst.suffix:
-        out_file = dst / (_TALKER_WEIGHTS if kind == "talker" else src_file.with_suffix(".safetensors").name)
+        out_file = dst / (c.weights_file or src_file.with_suffix(".safetensors").name)
     else:
         out_file = dst
     if out_file.suffix != ".safetensors":
@@ -830,8 +800,8 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
     if out_file.exists() and out_file.resolve() == src_file.resolve():
         raise ValueError(f"Refusing to convert {src_file} onto itself; choose another destination.")
 
-    sd, config = _READERS[kind](src_file)
-    keys = _key_map(kind)
+    sd, config = c.reader()(src_file)
+    keys = c.key_map()
     kept: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
     for name, tensor in sd.items():
@@ -857,7 +827,7 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
             tmp.unlink()
     if dropped:
         log.info("convert: dropped %d unused tensor(s) of %s: %s", len(dropped), src_file, describe_keys(dropped, 6))
-    if kind == "talker" and src_file.parent != out_file.parent:
+    if c.is_folder and src_file.parent != out_file.parent:
         for f in sorted(src_file.parent.iterdir()):
             if f.is_file() and f.suffix.lower() not in _WEIGHT_SUFFIXES and not f.name.endswith(".partial"):
                 shutil.copy2(f, out_file.parent / f.name)
