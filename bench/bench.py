@@ -31,6 +31,12 @@ release WhisperX-VAE decoder) it measures:
   (generation, audio decode, rendering). Measured where it fits the time
   budget (debug sizes, CUDA); otherwise estimated from the stage measurements
   (marked ``"estimated": true``).
+- ``reference`` (``bench/reference.py``): when ``--reference-dir`` or
+  ``$TALKER_REFERENCE_DIR`` names a checkout of the authors' repository, their own
+  ``SpeechLLM.generate_speech_motion`` on this library's random weights, whole
+  generations alternated with ours and the baseline; per-patch medians and the ratio
+  ours/theirs. Also run with ``heads`` when the folder is named; skipped (with a
+  message) when it is not.
 
 Peak memory is the process's peak resident set on the CPU (reset per stage
 through ``/proc/self/clear_refs`` where the kernel allows it) and
