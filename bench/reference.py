@@ -216,7 +216,10 @@ def reference_modules(path: str) -> Iterator[tuple[types.ModuleType, list[str]]]
     try:
         import importlib
 
-        mod = importlib.import_module(ENTRY_MODULE)
+        try:
+            mod = importlib.import_module(ENTRY_MODULE)
+        except ImportError as exc:
+            raise _import_hint(exc, path) from exc
         origin = os.path.realpath(getattr(mod, "__file__", "") or "")
         if not origin.startswith(root):
             raise ValueError(f"imported {ENTRY_MODULE} from {origin!r}, not from the reference dir {path!r}")
@@ -232,6 +235,13 @@ def reference_modules(path: str) -> Iterator[tuple[types.ModuleType, list[str]]]
             if m is not None:
                 sys.modules[name] = m
         _SpeakerSlot.embedding = None
+
+
+def _import_hint(exc: ImportError, path: str) -> RuntimeError:
+    return RuntimeError(
+        f"the authors' code in {path!r} needs {exc.name or exc}, which is not installed here: "
+        "pip install -r bench/requirements-reference.txt (einops, pydantic) into the environment that runs the bench"
+    )
 
 
 def _file_digest(path: str) -> str:
@@ -398,7 +408,10 @@ def bench_reference(size: str, device: torch.device, dtype: torch.dtype, args) -
 
     with reference_modules(path) as (mod, notes):
         t0 = time.perf_counter()
-        theirs, built = build_theirs(mod, model, speaker, device)
+        try:
+            theirs, built = build_theirs(mod, model, speaker, device)
+        except ImportError as exc:  # their SpeechLLM imports llama4nar (einops), unified_cfm (pydantic) lazily
+            raise _import_hint(exc, path) from exc
         build_theirs_s = time.perf_counter() - t0
         codec = theirs.pretrained_speech_encoder
 

@@ -269,3 +269,14 @@ def test_cli_rejects_a_dir_that_is_not_their_checkout(tmp_path):
     p = _bench(tmp_path, "--parts", "heads", env_extra={reference.ENV_VAR: str(tmp_path)})
     assert p.returncode != 0
     assert "has no speech_llm.py" in p.stderr and str(tmp_path) in p.stderr
+
+
+def test_missing_dependency_of_their_code_names_the_requirements_file(tmp_path):
+    d = tmp_path / "Talker-T2AV-fake"
+    d.mkdir()
+    (d / "speech_llm.py").write_text('"""FAKE: imports a package that is not installed."""\nimport no_such_pkg_h9\n')
+    before = list(sys.path)
+    hint = r"needs no_such_pkg_h9.*bench/requirements-reference.txt"
+    with pytest.raises(RuntimeError, match=hint), reference.reference_modules(str(d)):
+        pass
+    assert sys.path == before and "speech_llm" not in sys.modules and "speaker_verification" not in sys.modules
