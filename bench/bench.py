@@ -31,6 +31,12 @@ release WhisperX-VAE decoder) it measures:
   (generation, audio decode, rendering). Measured where it fits the time
   budget (debug sizes, CUDA); otherwise estimated from the stage measurements
   (marked ``"estimated": true``).
+- ``reference`` (``bench/reference.py``): when ``--reference-dir`` or
+  ``$TALKER_REFERENCE_DIR`` names a checkout of the authors' repository, their own
+  ``SpeechLLM.generate_speech_motion`` on this library's random weights, whole
+  generations alternated with ours and the baseline; per-patch medians and the ratio
+  ours/theirs. Also run with ``heads`` when the folder is named; skipped (with a
+  message) when it is not.
 
 Peak memory is the process's peak resident set on the CPU (reset per stage
 through ``/proc/self/clear_refs`` where the kernel allows it) and
@@ -79,7 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--parts",
         default="heads,render,audio,e2e",
-        help="comma-separated parts to measure: heads, render, audio, e2e, long, stream (bench/stream_bench.py)",
+        help="comma-separated parts to measure: heads, render, audio, e2e, long, stream (bench/stream_bench.py), "
+        "reference (the authors' own loop, bench/reference.py; also run with heads when --reference-dir "
+        "or $TALKER_REFERENCE_DIR names their checkout)",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument(
@@ -142,6 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--long-preset", default="veryfast", help="long/stream parts: x264 preset of the MP4")
     parser.add_argument("--stream-seconds", type=float, default=0.0, help="stream part: clip length (0: 10 GPU, 2 CPU)")
+    from bench import reference
+
+    reference.add_arguments(parser)
     parser.add_argument("--json", dest="json_path", default="", help="write the results to this JSON file")
 
 
@@ -864,9 +875,10 @@ def _table(results: dict) -> str:
                     + (f"; overlapped {e['rtf_overlap']:.3f}" if "rtf_overlap" in e else ""),
                 )
             )
-    from bench import stream_bench
+    from bench import reference, stream_bench
 
     for size, r in results["sizes"].items():
+        rows.extend(reference.table_rows(size, r))
         rows.extend(stream_bench.table_rows(size, r))
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
@@ -895,7 +907,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = [s for s in sizes if s not in ("debug", "release")] + [
-        p for p in parts if p not in ("heads", "render", "audio", "e2e", "long", "stream")
+        p for p in parts if p not in ("heads", "render", "audio", "e2e", "long", "stream", "reference")
     ]
     if unknown:
         raise ValueError(f"unknown size or part: {unknown}")
@@ -907,12 +919,23 @@ def run(args: argparse.Namespace) -> int:
             "The fast path samples the two heads in two worker threads of "
             f"{max(1, torch.get_num_threads() // 2)} intra-op thread(s) each."
         )
+    from bench import reference
+
+    ref_sizes = {s.strip() for s in args.reference_sizes.split(",") if s.strip()}
+    ref_named = reference.reference_dir(args) is not None
+    if ref_named:
+        reference.check_reference_dir(reference.reference_dir(args))  # fail before minutes of other parts
+    elif "heads" in parts:
+        log.info("reference part %s", reference.SKIPPED)
     for size in sizes:
         r: dict[str, Any] = {}
         results["sizes"][size] = r
         if "heads" in parts:
             log.info("%s: heads", size)
             r["heads"] = bench_heads(size, device, dtype, args)
+        if size in ref_sizes and ("reference" in parts or (ref_named and "heads" in parts)):
+            log.info("%s: reference (the authors' loop)", size)
+            r["reference"] = reference.bench_reference(size, device, dtype, args)
         if "render" in parts:
             scales = (
                 [float(s) for s in args.liax_scales.split(",") if s.strip()]
