@@ -56,7 +56,7 @@ from .loaders import (  # noqa: E402
     TalkerLoadModel,
     TalkerLoadSpeakerEncoder,
 )
-from .paste_back import TalkerPasteBack  # noqa: E402
+from .paste_back import TalkerPasteBack, TalkerPasteBackVideo  # noqa: E402
 from .sampler import TalkerSampler  # noqa: E402
 from .video_file import TalkerRenderVideoFile  # noqa: E402
 
@@ -74,6 +74,7 @@ NODES = [
     TalkerRenderVideo,
     TalkerRenderVideoFile,
     TalkerPasteBack,
+    TalkerPasteBackVideo,
     TalkerDialogue,
     TalkerSaveSpeechLatents,
     TalkerSaveMotionLatents,

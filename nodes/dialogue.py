@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+import time
+
 from comfy_api.latest import io
 
 from talker_core.pipeline.dialogue import LAYOUTS
 
 from . import host
 from .sockets import CATEGORY, TalkerCodec, TalkerFace, TalkerFaceModel, TalkerModel, TalkerVoice
+from .video_file import PRESETS
 
 SPEAKERS = ("A", "B", "C", "D")  # fixed sockets: this ComfyUI API has no inputs that grow
 
@@ -30,7 +32,9 @@ class TalkerDialogue(io.ComfyNode):
             description="A conversation from a script: one turn per line, 'A: words' / 'B: words' (a line without a "
             "tag continues the turn). Each turn is spoken in its speaker's voice (prosody carried over from "
             "their previous turn) while the others listen (their faces animated against silence). Speakers C "
-            "and D are optional. Outputs the frames, one audio track and the fps for Create Video.",
+            "and D are optional. The conversation is rendered frame by frame into an MP4 with its one audio track "
+            "(memory stays flat however long it is) and returned as a VIDEO, with the audio on its own; for "
+            "IMAGE frames, chain Get Video Components.",
             inputs=[
                 TalkerModel.Input("model", tooltip="From Talker-T2AV Load Model."),
                 TalkerCodec.Input("codec", tooltip="From Talker-T2AV Load Speech Codec."),
@@ -77,22 +81,33 @@ class TalkerDialogue(io.ComfyNode):
                     tooltip="Seconds of a speaker's previous turn fed to their next, so voice and pose carry over.",
                 ),
                 io.Int.Input("chunk", default=8, min=1, max=256, tooltip="Frames rendered per batch."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="video/Talker_dialogue",
+                    tooltip="Where in the output folder the MP4 goes.",
+                ),
+                io.Int.Input(
+                    "crf", default=18, min=0, max=51, tooltip="x264 quality: 0 lossless, 18 visually lossless."
+                ),
+                io.Combo.Input("preset", options=PRESETS, default="medium", tooltip="x264 speed/size trade-off."),
             ],
             outputs=[
-                io.Image.Output("images", display_name="images", tooltip="The conversation's frames."),
+                io.Video.Output("video", display_name="video", tooltip="The conversation as an MP4 (VIDEO)."),
                 io.Audio.Output("audio", display_name="audio", tooltip="One 24 kHz track of every turn."),
-                io.Float.Output("fps", display_name="fps", tooltip="Frame rate (25)."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
         )
 
     @classmethod
     def execute(cls, model, codec, face_model, script, layout, seed, steps, cfg, temperature, max_seconds,
-                carry_seconds, chunk, **speaker_inputs) -> io.NodeOutput:  # fmt: skip
-        import comfy.model_management as mm
-
+                carry_seconds, chunk, filename_prefix="video/Talker_dialogue", crf=18, preset="medium",
+                **speaker_inputs) -> io.NodeOutput:  # fmt: skip
         from talker_core.pipeline import TalkRequest
-        from talker_core.pipeline.dialogue import Speaker, dialogue_frames, generate_dialogue, parse_script
-        from talker_core.types import FPS, SAMPLE_RATE
+        from talker_core.pipeline.dialogue import Speaker, dialogue_to_mp4, generate_dialogue, parse_script
+        from talker_core.types import SAMPLE_RATE
+
+        from .video_file import _metadata, output_mp4, video_result
 
         speakers = {}
         for tag in SPEAKERS:
@@ -106,12 +121,20 @@ class TalkerDialogue(io.ComfyNode):
         request = TalkRequest(seed=seed, steps=steps, cfg=cfg, temperature=temperature, max_seconds=max_seconds)
         hooks = host.make_hooks()
         liax = face_model.ready()
-        with host.interruptible():
+        start = time.perf_counter()
+        with host.interruptible(), host.collect_warnings() as warnings:
             dialogue = generate_dialogue(
                 model.ready(), codec.ready(), turns, speakers, request, carry_seconds=carry_seconds, hooks=hooks
             )
-            width = 512 * (len(speakers) if layout == "side_by_side" else 1)
-            out = torch.empty((dialogue.frames, 512, width, 3), dtype=torch.float32, device=mm.intermediate_device())
-            for i, frame in enumerate(dialogue_frames(liax, dialogue, speakers, layout, chunk=chunk, hooks=hooks)):
-                out[i] = frame.to(out.device, torch.float32) / 255.0
-        return io.NodeOutput(out, host.audio_output(dialogue.audio, SAMPLE_RATE), float(FPS))
+            path, file, subfolder = output_mp4(filename_prefix)
+            dialogue_to_mp4(
+                liax, dialogue, speakers, path, layout, chunk=chunk, hooks=hooks, crf=crf, preset=preset,
+                metadata=_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo),
+            )  # fmt: skip
+        text = (
+            f"wrote {file}: {len(turns)} turn(s), {len(speakers)} speaker(s), {dialogue.seconds:.2f} s ({layout}) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        return video_result(
+            path, file, subfolder, text, warnings, more=(host.audio_output(dialogue.audio, SAMPLE_RATE),)
+        )

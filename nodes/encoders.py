@@ -26,6 +26,31 @@ from .sockets import (
 log = logging.getLogger(__name__)
 
 
+def _framing_input():
+    return io.Combo.Input(
+        "framing",
+        options=list(FRAMING_MODES),
+        default="detect",
+        tooltip="detect: find the face (OpenCV) and frame head and shoulders; falls back to the "
+        "centre crop when no face is found (see the log). centre: the centred square.",
+    )
+
+
+def _crop_inputs() -> list:
+    return [
+        io.Int.Input("crop_x", default=0, min=0, max=65536, tooltip="Manual square: left edge (px)."),
+        io.Int.Input("crop_y", default=0, min=0, max=65536, tooltip="Manual square: top edge (px)."),
+        io.Int.Input(
+            "crop_size",
+            default=0,
+            min=0,
+            max=65536,
+            tooltip="Manual square: side (px). 0 = off (framing decides); above 0 the square "
+            "(crop_x, crop_y, crop_size) is used and must lie inside the image.",
+        ),
+    ]
+
+
 class TalkerEncodeVoice(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -116,7 +141,8 @@ class TalkerEncodeFace(io.ComfyNode):
             "shoulders (as the face model was trained), then resized to 512×512; with no face found, or "
             "framing 'centre', the centred square is used; a crop_size > 0 takes your own square. The "
             "square travels with the face (for Talker-T2AV Paste Back). From a batch (e.g. video "
-            "frames), the frame at frame_index is used.",
+            "frames), the frame at frame_index is used, cut by one square for the whole clip (the face found "
+            "in its first second, as Encode Motion frames it).",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
                 io.Image.Input("image", tooltip="The face (IMAGE). With a batch, one frame is picked by frame_index."),
@@ -127,23 +153,8 @@ class TalkerEncodeFace(io.ComfyNode):
                     max=100000,
                     tooltip="Which image of a batch to use (0 = the first). Ignored for a single image.",
                 ),
-                io.Combo.Input(
-                    "framing",
-                    options=list(FRAMING_MODES),
-                    default="detect",
-                    tooltip="detect: find the face (OpenCV) and frame head and shoulders; falls back to the "
-                    "centre crop when no face is found (see the log). centre: the centred square.",
-                ),
-                io.Int.Input("crop_x", default=0, min=0, max=65536, tooltip="Manual square: left edge (px)."),
-                io.Int.Input("crop_y", default=0, min=0, max=65536, tooltip="Manual square: top edge (px)."),
-                io.Int.Input(
-                    "crop_size",
-                    default=0,
-                    min=0,
-                    max=65536,
-                    tooltip="Manual square: side (px). 0 = off (framing decides); above 0 the square "
-                    "(crop_x, crop_y, crop_size) is used and must lie inside the image.",
-                ),
+                _framing_input(),
+                *_crop_inputs(),
             ],
             outputs=[TalkerFace.Output("face", display_name="face", tooltip="The face identity.")],
         )
@@ -161,8 +172,14 @@ class TalkerEncodeFace(io.ComfyNode):
                 )
             if image.shape[0] > 1:
                 log.info("Encode Face: using frame %d of a batch of %d", frame_index, image.shape[0])
-            image = image[frame_index]
         crop = (crop_x, crop_y, crop_size) if crop_size > 0 else None
+        if image.ndim == 4 and image.shape[0] > 1:  # a clip: one square for all of it, as Encode Motion cuts
+            from talker_core.media.framing import choose_clip_crop
+
+            crop = choose_clip_crop(image, framing=framing, crop=crop, name="image")
+            image = image[frame_index]
+        elif image.ndim == 4:
+            image = image[0]
         face = encode_face(face_model.ready(), image, framing=framing, crop=crop, name="image")
         return io.NodeOutput(host.identity_to_cpu(face))
 
@@ -176,12 +193,13 @@ class TalkerEncodeMotion(io.ComfyNode):
             display_name="Encode Motion",
             category=f"{CATEGORY}/encode",
             description="Video frames of a talking face → motion codes at 25 fps (frames are picked on a 25 fps "
-            "clock from the given rate). Use for dubbing (sampler forced_motion, V2A) or as the "
+            "clock from the given rate), each cut by one square for the whole clip: the face found in its "
+            "first second and framed as Encode Face does (framing / crop inputs as there). Use for dubbing (sampler forced_motion, V2A) or as the "
             "style reference (sampler reference_motion). Load a clip with Load Video → Get Video "
             "Components.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
-                io.Image.Input("images", tooltip="The clip's frames (IMAGE batch), one face, roughly centred."),
+                io.Image.Input("images", tooltip="The clip's frames (IMAGE batch), one face."),
                 io.Float.Input(
                     "fps",
                     default=25.0,
@@ -199,15 +217,26 @@ class TalkerEncodeMotion(io.ComfyNode):
                     round=0.01,
                     tooltip="Encode at most this many seconds; 0 encodes the whole clip.",
                 ),
+                _framing_input(),
+                *_crop_inputs(),
             ],
             outputs=[TalkerMotion.Output("motion", display_name="motion", tooltip="Motion codes at 25 Hz.")],
         )
 
     @classmethod
-    def execute(cls, face_model, images, fps, max_seconds) -> io.NodeOutput:
+    def execute(
+        cls, face_model, images, fps, max_seconds, framing="detect", crop_x=0, crop_y=0, crop_size=0
+    ) -> io.NodeOutput:
+        from talker_core.media.framing import choose_clip_crop
         from talker_core.pipeline import encode_motion
 
         liax = face_model.ready()
         with host.interruptible(), host.collect_warnings() as warnings:
-            motion = encode_motion(liax, images, fps, max_seconds=max_seconds or None, hooks=host.make_hooks())
+            if images.ndim != 4 or images.shape[0] == 0:
+                raise ValueError(f"images must be a batch of frames (N, H, W, 3), got shape {tuple(images.shape)}")
+            crop = (crop_x, crop_y, crop_size) if crop_size > 0 else None
+            box = choose_clip_crop(images, framing=framing, crop=crop, name="images", fps=fps)
+            motion = encode_motion(
+                liax, images, fps, max_seconds=max_seconds or None, hooks=host.make_hooks(), crop=box
+            )
         return io.NodeOutput(motion, ui=summary_ui(f"motion: {motion.seconds:.2f} s encoded", warnings=warnings))

@@ -44,6 +44,27 @@ def _metadata(prompt, extra_pnginfo) -> dict | None:
     return meta or None
 
 
+def output_mp4(filename_prefix: str) -> tuple[str, str, str]:
+    """The next free ``<prefix>_00001_.mp4`` in the output folder (as Save Video names files): (path, file, subfolder)."""
+    import folder_paths
+
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        filename_prefix, folder_paths.get_output_directory(), 512, 512
+    )
+    file = f"{name}_{counter:05}_.mp4"
+    return os.path.join(folder, file), file, subfolder
+
+
+def video_result(path: str, file: str, subfolder: str, text: str, warnings=None, more=()) -> io.NodeOutput:
+    """The written MP4 as a core VIDEO (then the outputs ``more``), with its preview and a summary on the node."""
+    saved = ui.SavedResult(file, subfolder, io.FolderType.output)
+    return io.NodeOutput(
+        InputImpl.VideoFromFile(path),
+        *more,
+        ui={**ui.PreviewVideo([saved]).as_dict(), **summary_ui(text, warnings=warnings or ())},
+    )
+
+
 class TalkerRenderVideoFile(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -92,8 +113,6 @@ class TalkerRenderVideoFile(io.ComfyNode):
     def execute(
         cls, face_model, face, motion, filename_prefix, chunk, crf, preset, codec=None, speech=None, audio=None
     ) -> io.NodeOutput:
-        import folder_paths
-
         from talker_core.pipeline import render_to_mp4
         from talker_core.types import FPS
 
@@ -111,11 +130,7 @@ class TalkerRenderVideoFile(io.ComfyNode):
         wav = rate = None
         if audio is not None:
             wav, rate = host.audio_input(audio, "audio")
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), 512, 512
-        )
-        file = f"{name}_{counter:05}_.mp4"
-        path = os.path.join(folder, file)
+        path, file, subfolder = output_mp4(filename_prefix)
         liax = face_model.ready()
         vae = codec.ready() if speech is not None else None
         start = time.perf_counter()
@@ -141,7 +156,4 @@ class TalkerRenderVideoFile(io.ComfyNode):
             f"wrote {file}: {motion.frames} frames ({seconds:.2f} s) in {wall:.2f} s "
             f"(RTF {wall / max(seconds, 1e-9):.2f})"
         )
-        saved = ui.SavedResult(file, subfolder, io.FolderType.output)
-        return io.NodeOutput(
-            InputImpl.VideoFromFile(path), ui={**ui.PreviewVideo([saved]).as_dict(), **summary_ui(text)}
-        )
+        return video_result(path, file, subfolder, text)

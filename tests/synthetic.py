@@ -86,6 +86,35 @@ def talking_frames(n: int = 12, h: int = 256, w: int = 224) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))
 
 
+def drawn_face(width: int, height: int, cx: float, cy: float, s: float) -> np.ndarray:
+    """A photo-like drawing of a head and shoulders (uint8 (H, W, 3)); ``s`` is the head's width."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    im = Image.new("RGB", (width, height), (90, 110, 130))
+    d = ImageDraw.Draw(im)
+    d.ellipse([cx - 0.55 * s, cy - 0.75 * s, cx + 0.55 * s, cy + 0.7 * s], fill=(60, 40, 30))  # hair
+    d.ellipse([cx - 0.5 * s, cy - 0.6 * s, cx + 0.5 * s, cy + 0.7 * s], fill=(225, 185, 160))  # skin
+    d.rectangle([cx - 0.2 * s, cy + 0.6 * s, cx + 0.2 * s, cy + 1.0 * s], fill=(215, 175, 150))  # neck
+    d.ellipse([cx - 1.0 * s, cy + 0.9 * s, cx + 1.0 * s, cy + 2.0 * s], fill=(40, 60, 120))  # shoulders
+    for side in (-1, 1):
+        ex, ey = cx + side * 0.2 * s, cy - 0.12 * s
+        d.rectangle([ex - 0.13 * s, ey - 0.16 * s, ex + 0.13 * s, ey - 0.11 * s], fill=(50, 35, 25))
+        d.ellipse([ex - 0.1 * s, ey - 0.05 * s, ex + 0.1 * s, ey + 0.05 * s], fill=(245, 245, 245))
+        d.ellipse([ex - 0.045 * s, ey - 0.045 * s, ex + 0.045 * s, ey + 0.045 * s], fill=(30, 20, 15))
+    d.polygon(
+        [(cx, cy - 0.05 * s), (cx - 0.07 * s, cy + 0.17 * s), (cx + 0.07 * s, cy + 0.17 * s)], fill=(195, 150, 125)
+    )
+    d.ellipse([cx - 0.17 * s, cy + 0.28 * s, cx + 0.17 * s, cy + 0.36 * s], fill=(150, 60, 60))
+    return np.array(im.filter(ImageFilter.GaussianBlur(max(1, s / 100))))
+
+
+def drawn_face_clip(
+    width: int, height: int, cx: float, cy: float, s: float, n: int = 12, sway: float = 0.0
+) -> torch.Tensor:
+    """(N, H, W, 3) uint8: :func:`drawn_face` whose head sways ``sway`` pixels left and right over the clip."""
+    return torch.from_numpy(np.stack([drawn_face(width, height, cx + sway * math.sin(i / 2), cy, s) for i in range(n)]))
+
+
 def write_wav(path: Path, waveform: torch.Tensor, rate: int) -> Path:
     pcm = (waveform.clamp(-1, 1).numpy().T * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:

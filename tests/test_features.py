@@ -16,36 +16,14 @@ import torch
 from talker_core import loaders, media
 from talker_core import pipeline as P
 from talker_core.media import framing
-from talker_core.media.paste import box_in, feather_mask, paste_frame, paste_frames, ping_pong, write_frames_mp4
+from talker_core.media.paste import Compositor, background_frames, box_in, feather_mask, paste_frame, paste_frames
 from talker_core.pipeline import dialogue as D
 from talker_core.types import FPS, SAMPLE_RATE, FaceCrop
 from talker_core.weights import download as dl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from synthetic import FastLiaX  # noqa: E402
-
-
-def drawn_face(width: int, height: int, cx: float, cy: float, s: float) -> np.ndarray:
-    """A photo-like drawing of a head and shoulders (uint8 (H, W, 3)); ``s`` is the head's width."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    im = Image.new("RGB", (width, height), (90, 110, 130))
-    d = ImageDraw.Draw(im)
-    d.ellipse([cx - 0.55 * s, cy - 0.75 * s, cx + 0.55 * s, cy + 0.7 * s], fill=(60, 40, 30))  # hair
-    d.ellipse([cx - 0.5 * s, cy - 0.6 * s, cx + 0.5 * s, cy + 0.7 * s], fill=(225, 185, 160))  # skin
-    d.rectangle([cx - 0.2 * s, cy + 0.6 * s, cx + 0.2 * s, cy + 1.0 * s], fill=(215, 175, 150))  # neck
-    d.ellipse([cx - 1.0 * s, cy + 0.9 * s, cx + 1.0 * s, cy + 2.0 * s], fill=(40, 60, 120))  # shoulders
-    for side in (-1, 1):
-        ex, ey = cx + side * 0.2 * s, cy - 0.12 * s
-        d.rectangle([ex - 0.13 * s, ey - 0.16 * s, ex + 0.13 * s, ey - 0.11 * s], fill=(50, 35, 25))
-        d.ellipse([ex - 0.1 * s, ey - 0.05 * s, ex + 0.1 * s, ey + 0.05 * s], fill=(245, 245, 245))
-        d.ellipse([ex - 0.045 * s, ey - 0.045 * s, ex + 0.045 * s, ey + 0.045 * s], fill=(30, 20, 15))
-    d.polygon(
-        [(cx, cy - 0.05 * s), (cx - 0.07 * s, cy + 0.17 * s), (cx + 0.07 * s, cy + 0.17 * s)], fill=(195, 150, 125)
-    )
-    d.ellipse([cx - 0.17 * s, cy + 0.28 * s, cx + 0.17 * s, cy + 0.36 * s], fill=(150, 60, 60))
-    return np.array(im.filter(ImageFilter.GaussianBlur(max(1, s / 100))))
+from synthetic import FastLiaX, drawn_face, drawn_face_clip  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- framing
@@ -203,17 +181,149 @@ def test_colour_matching_removes_a_tint():
     assert err_matched < 0.01 < err_plain
 
 
-def test_a_short_background_clip_plays_ping_pong_and_writing_streams(tmp_path):
-    clip = torch.arange(4)[:, None, None, None].expand(4, 2, 2, 3)
-    assert [int(f[0, 0, 0]) for f in ping_pong(clip, 9)] == [0, 1, 2, 3, 2, 1, 0, 1, 2]
-    crop = FaceCrop(8, 0, 48, 64, 48)
-    faces = (torch.full((512, 512, 3), i / 10) for i in range(10))  # a generator: no length
-    frames = paste_frames(faces, torch.zeros(3, 48, 64, 3), crop, count=10)
-    out = write_frames_mp4(tmp_path / "pasted.mp4", frames, 10, FPS)
-    info = media.probe_media(out)
-    video = next(s for s in info["streams"] if s["type"] == "video")
-    assert (video["width"], video["height"], video["frames"]) == (64, 48, 10)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pasted.mp4"]  # the spool file is gone
+def colour_clip(n: int, h: int = 48, w: int = 64) -> torch.Tensor:
+    """(n, h, w, 3) uint8 frames whose red channel is 20·i: each frame says which it is."""
+    return (torch.arange(n, dtype=torch.uint8) * 20)[:, None, None, None].expand(n, h, w, 3).contiguous()
+
+
+def frame_ids(frames) -> list[int]:
+    return [int(round(float(torch.as_tensor(f)[..., 0].float().mean()) / 20)) for f in frames]
+
+
+def test_background_rules_loop_hold_and_cut(tmp_path):
+    clip = colour_clip(4)
+    take = lambda it, n: [next(it) for _ in range(n)]  # noqa: E731
+    assert frame_ids(take(background_frames(clip, "loop"), 9)) == [0, 1, 2, 3, 0, 1, 2, 3, 0]
+    assert frame_ids(take(background_frames(clip, "hold"), 6)) == [0, 1, 2, 3, 3, 3]
+    assert frame_ids(take(background_frames(clip[0], "loop"), 3)) == [0, 0, 0]  # a still
+    with pytest.raises(ValueError, match="loop, hold"):
+        next(background_frames(clip, "bounce"))
+    # a file at another rate: re-timed to 25 fps (nearest frame), then looped / held; 10 fps × 4 frames = 10 at 25
+    path = media.write_mp4(tmp_path / "bg10.mp4", colour_clip(4), 10)
+    at25 = [0, 0, 1, 1, 2, 2, 2, 3, 3, 3]  # frame k at 25 fps shows the 10 fps frame nearest to k / 25 s
+    assert frame_ids(take(background_frames(path, "loop"), 14)) == at25 + at25[:4]
+    assert frame_ids(take(background_frames(path, "hold"), 12)) == at25 + [3, 3]
+    with open(path, "rb") as fh:  # a file object (ComfyUI's in-memory VIDEO) loops by seeking back
+        assert frame_ids(take(background_frames(fh, "loop"), 12)) == at25 + at25[:2]
+    # a longer background is cut: the output has the rendered frames' length
+    faces = torch.zeros(3, 32, 32, 3)
+    assert len(list(paste_frames(faces, path, FaceCrop(8, 0, 48, 64, 48)))) == 3
+
+
+def test_iter_video_frames_matches_the_whole_clip_decoder(tmp_path):
+    frames = colour_clip(9)
+    path = media.write_mp4(tmp_path / "c30.mp4", frames, 30)
+    whole, fps = media.load_video_frames(path, target_fps=FPS)
+    lazy = list(media.iter_video_frames(path, target_fps=FPS))
+    assert fps == FPS and len(lazy) == whole.shape[0] and frame_ids(lazy) == frame_ids(whole)
+    assert frame_ids(media.iter_video_frames(path)) == list(range(9))  # without a clock: as decoded
+    assert len(list(media.iter_video_frames(path, target_fps=FPS, max_frames=3))) == 3
+
+
+class SpyWriter:
+    """Records what an Mp4Writer is given, and how far the background had been read at each write."""
+
+    def __init__(self, monkeypatch, read_so_far):
+        from talker_core.media import output
+
+        self.batches, self.read, self.audio = [], [], 0
+        spy = self
+        real = output.Mp4Writer
+
+        class Writer(real):
+            def write_frames(self, frames):
+                spy.batches.append(tuple(frames.shape))
+                spy.read.append(read_so_far())
+                super().write_frames(frames)
+
+            def write_audio(self, audio):
+                spy.audio += int(audio.shape[-1])
+                super().write_audio(audio)
+
+        monkeypatch.setattr(output, "Mp4Writer", Writer)
+
+    @property
+    def written(self) -> list[int]:
+        return list(np.cumsum([b[0] for b in self.batches]))
+
+
+def test_paste_back_streams_from_a_lazily_decoded_video_into_the_writer(tmp_path, monkeypatch):
+    """Rendering with paste-back: each batch is composited and written at once; the background video is
+    decoded only as far as the frames written (never the whole clip, never all frames in memory)."""
+    from talker_core.media import video as V
+
+    liax = FastLiaX()
+    clip = drawn_face_clip(200, 150, 120, 60, 50, n=60)  # 2 s at 30 fps, more than the render needs
+    bg = media.write_mp4(tmp_path / "footage.mp4", clip, 30)
+    decoded = [0]
+    real_rgb = V._frame_rgb
+
+    def counting(frame, p=None):
+        decoded[0] += 1
+        return real_rgb(frame, p)
+
+    monkeypatch.setattr(V, "_frame_rgb", counting)
+    spy = SpyWriter(monkeypatch, lambda: decoded[0])
+    face = P.encode_face(liax, clip[0], crop=(90, 20, 80))
+    motion = P.encode_motion(liax, torch.rand(20, 64, 64, 3), FPS)
+    compose = Compositor(bg, face.crop, 0.1, True, "loop")
+    audio = torch.zeros(1, 20 * 960)
+    out = P.render_to_mp4(
+        liax, face, motion, tmp_path / "pasted.mp4", audio=audio, sample_rate=SAMPLE_RATE, chunk=8, compose=compose
+    )
+    compose.close()
+    assert [b[0] for b in spy.batches] == [1, 8, 8, 3] and all(b[1:] == (150, 200, 3) for b in spy.batches)
+    # 30 fps → 25: about 1.2 source frames per written frame, plus the one looked ahead; never the whole clip
+    assert all(r <= 1.2 * w + 2 for r, w in zip(spy.read, spy.written)), (spy.read, spy.written)
+    assert decoded[0] < 30 and compose.pulled == 20
+    v = next(s for s in media.probe_media(out)["streams"] if s["type"] == "video")
+    assert (v["width"], v["height"], v["frames"]) == (200, 150, 20)
+    frames, _ = media.load_video_frames(out)
+    # the same as pasting in memory, frame for frame (up to the video codec)
+    source, _ = media.load_video_frames(bg, target_fps=FPS)
+    rendered = P.render_motion(liax, face, motion, as_uint8=True)
+    expected = torch.stack(list(paste_frames(rendered, source[:20], face.crop, 0.1, True)))
+    assert (frames.float() - expected.float()).abs().mean() < 3
+    outside = torch.ones(150, 200, dtype=torch.bool)
+    outside[20:100, 90:170] = False
+    assert torch.equal(expected[:, outside], source[:20, outside])  # the footage itself away from the square
+
+
+def test_paste_to_mp4_writes_ready_frames_a_batch_at_a_time(tmp_path, monkeypatch):
+    from talker_core.pipeline.compose import paste_to_mp4
+
+    pulled = [0]
+
+    def photo_frames():  # a background as an iterable: read in step with the frames written
+        while True:
+            pulled[0] += 1
+            yield torch.full((90, 160, 3), 0.5)
+
+    spy = SpyWriter(monkeypatch, lambda: pulled[0])
+    faces = torch.rand(11, 256, 256, 3)  # e.g. an upscaler's output: any size
+    crop = FaceCrop(50, 10, 60, 160, 90)
+    progress = []
+    hooks = P.Hooks(progress=lambda d, t, s, p: progress.append((d, t, s, p is not None)))
+    wav = torch.zeros(1, 11 * 960)
+    out = paste_to_mp4(
+        faces,
+        photo_frames(),
+        crop,
+        tmp_path / "p.mp4",
+        audio=wav,
+        sample_rate=SAMPLE_RATE,
+        chunk=4,
+        hooks=hooks,
+        colour_match=False,
+    )
+    assert [b[0] for b in spy.batches] == [4, 4, 3] and spy.read == [4, 8, 11] and spy.audio == 11 * 960
+    assert [p[:2] for p in progress] == [(4, 11), (8, 11), (11, 11)] and progress[0][3]
+    frames, _ = media.load_video_frames(out)
+    assert frames.shape == (11, 90, 160, 3) and abs(float(frames[:, :, :40].float().mean()) - 128) < 3
+    stopped = P.Hooks(should_cancel=lambda: len(spy.batches) >= 1)
+    with pytest.raises(P.Cancelled):
+        paste_to_mp4(faces, torch.zeros(90, 160, 3), crop, tmp_path / "c.mp4", chunk=4, hooks=stopped)
+    assert not (tmp_path / "c.mp4").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 # ---------------------------------------------------------------------------------------------- dialogue

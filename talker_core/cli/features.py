@@ -35,6 +35,7 @@ def _speaker(text: str) -> tuple[str, str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from talker_core.media.framing import FRAMING_MODES
+    from talker_core.media.paste import BACKGROUND_ENDS
     from talker_core.pipeline.dialogue import LAYOUTS
 
     f = parser.add_argument_group("face framing and paste-back")
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--paste-back",
         action="store_true",
         help="composite the rendered face back into the original image or --ref-video at full resolution",
+    )
+    f.add_argument(
+        "--background-end",
+        choices=BACKGROUND_ENDS,
+        default="loop",
+        help="paste-back into --ref-video shorter than the result: loop it (default) or hold its last frame; "
+        "a longer one is cut",
     )
     f.add_argument("--feather", type=float, default=0.1, help="paste-back seam width, share of the face square (0.1)")
     f.add_argument("--no-colour-match", action="store_true", help="paste-back without matching the colours")
@@ -77,16 +85,42 @@ def face_options(args) -> dict:
     return {"framing": getattr(args, "framing", "detect"), "crop": getattr(args, "crop", None)}
 
 
+def clip_crop(args, frames, name: str):
+    """One square for every frame of a face clip (--ref-video, --drive-video): detected, or --crop / --framing."""
+    from talker_core.media.framing import choose_clip_crop
+
+    return choose_clip_crop(frames, name=name, **face_options(args))
+
+
 def video_writer(args):
-    """The ``writer`` of :func:`talker_core.cli.generate.generate_one`: paste-back when --paste-back is on."""
+    """The ``writer`` of :func:`talker_core.cli.generate.generate_one` with --paste-back, else None:
+    ``writer(face)`` gives the :class:`~talker_core.media.paste.Compositor` that pastes each rendered
+    batch into the original picture (--ref-image) or the frames of --ref-video, decoded as they are
+    needed, so memory stays flat in the clip's length."""
     if not getattr(args, "paste_back", False):
         return None
-    from talker_core.types import FPS, SAMPLE_RATE
+    from talker_core.media.paste import Compositor
 
-    def write(out_path, frames, face, audio):
-        write_video(args, out_path, frames, face, audio, SAMPLE_RATE, FPS)
+    def compose_for(face):
+        from talker_core import media
 
-    return write
+        if face is None or face.crop is None:
+            raise ValueError("--paste-back needs the face's crop box; encode the face from --ref-image or --ref-video")
+        if args.ref_image:
+            background = media.load_image(args.ref_image)
+        elif args.ref_video:
+            background = args.ref_video
+        else:
+            raise ValueError("--paste-back needs the original picture: give --ref-image or --ref-video")
+        return Compositor(
+            background,
+            face.crop,
+            args.feather,
+            not args.no_colour_match,
+            getattr(args, "background_end", "loop"),
+        )
+
+    return compose_for
 
 
 def _say(text: str) -> None:
@@ -123,28 +157,6 @@ def apply_demo_defaults(args, mode: str) -> None:
         _say(f"no --{flag.replace('_', '-')} given: using the demo {key} {demo[key]} (the authors' sample)")
 
 
-def write_video(args, out_path: Path, frames, face, audio, sample_rate: int, fps: int) -> None:
-    """Write the rendered frames, pasted back into the original picture when --paste-back is on."""
-    from talker_core import media
-
-    if not args.paste_back:
-        media.write_mp4(out_path, frames, fps, audio=audio, sample_rate=sample_rate)
-        return
-    from talker_core.media.paste import paste_frames, write_frames_mp4
-
-    if face.crop is None:
-        raise ValueError("--paste-back needs the face's crop box; encode the face from --ref-image or --ref-video")
-    count = int(frames.shape[0])
-    if args.ref_image:
-        background = media.load_image(args.ref_image)
-    elif args.ref_video:
-        background, _ = media.load_video_frames(args.ref_video, max_frames=count, target_fps=fps)
-    else:
-        raise ValueError("--paste-back needs the original picture: give --ref-image or --ref-video")
-    pasted = paste_frames(frames, background, face.crop, args.feather, not args.no_colour_match, count=count)
-    write_frames_mp4(out_path, pasted, count, fps, audio=audio, sample_rate=sample_rate)
-
-
 def run_dialogue(args) -> int:
     """``generate --dialogue SCRIPT``: every speaker's turns, one MP4."""
     import time
@@ -154,9 +166,7 @@ def run_dialogue(args) -> int:
     from talker_core import media
     from talker_core import pipeline as P
     from talker_core.cli.generate import _pick_device, _pick_dtype, _Progress
-    from talker_core.media.paste import write_frames_mp4
-    from talker_core.pipeline.dialogue import Speaker, dialogue_frames, generate_dialogue, parse_script
-    from talker_core.types import FPS, SAMPLE_RATE
+    from talker_core.pipeline.dialogue import Speaker, dialogue_to_mp4, generate_dialogue, parse_script
     from talker_core.weights import loaders
 
     script = Path(args.dialogue)
@@ -202,8 +212,7 @@ def run_dialogue(args) -> int:
         stop_threshold=args.stop_threshold,
     )
     dialogue = generate_dialogue(bundle, vae, turns, speakers, request, carry_seconds=args.carry_seconds, hooks=hooks)
-    frames = dialogue_frames(liax, dialogue, speakers, args.layout, chunk=args.render_chunk, hooks=hooks)
-    write_frames_mp4(out, frames, dialogue.frames, FPS, audio=dialogue.audio, sample_rate=SAMPLE_RATE)
+    dialogue_to_mp4(liax, dialogue, speakers, out, args.layout, chunk=args.render_chunk, hooks=hooks)
     print(
         f"{out}: dialogue of {len(turns)} turn{'s' if len(turns) != 1 else ''}, {len(speakers)} speakers, {dialogue.seconds:.2f} s "
         f"({args.layout}) in {time.perf_counter() - t0:.1f} s wall"

@@ -398,7 +398,7 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
     ``decoded`` is what :func:`read_inputs` returned (read here when not given).
     """
     from talker_core import pipeline as P
-    from talker_core.cli.features import face_options
+    from talker_core.cli.features import clip_crop, face_options
     from talker_core.types import FPS
 
     decoded = read_inputs(args, mode) if decoded is None else decoded
@@ -411,18 +411,20 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
         face = P.encode_face(liax, decoded["ref_image"], **face_options(args))
     elif "ref_frames" in decoded:
         frames, prefix_s = decoded["ref_frames"], decoded["prefix_seconds"]
-        face = P.encode_face(liax, frames[0], **face_options(args))
+        box = clip_crop(args, frames, "--ref-video")  # one square for the whole clip
+        face = P.encode_face(liax, frames[0], crop=box, name="--ref-video")
         if prefix_s > 0:
             used = frames[: max(1, int((prefix_s + 1e-6) * FPS))]  # the prefix only: the rest was read ahead
-            reference_motion = P.encode_motion(liax, used, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks)
+            reference_motion = P.encode_motion(liax, used, FPS, max_seconds=prefix_s + 1e-6, hooks=hooks, crop=box)
     if "drive_audio" in decoded:
         wav, sr = decoded["drive_audio"]
         forced_speech = P.encode_speech(models.get("whisperx_vae"), wav, sr, max_seconds=args.max_seconds, hooks=hooks)
     if "drive_frames" in decoded:
         frames = decoded["drive_frames"]
-        forced_motion = P.encode_motion(liax, frames, FPS, max_seconds=args.max_seconds, hooks=hooks)
+        box = clip_crop(args, frames, "--drive-video")
+        forced_motion = P.encode_motion(liax, frames, FPS, max_seconds=args.max_seconds, hooks=hooks, crop=box)
         if face is None:
-            face = P.encode_face(liax, frames[0])
+            face = P.encode_face(liax, frames[0], crop=box, name="--drive-video")
     return dict(
         voice=voice,
         face=face,
@@ -437,7 +439,8 @@ def generate_one(
 ):
     """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult.
 
-    ``writer(out_path, frames, face, audio)`` replaces the plain MP4 writer of rendered frames (paste-back).
+    ``writer(face)`` gives the ``compose`` of :func:`talker_core.pipeline.render_to_mp4` (paste-back:
+    each rendered batch composited into the original picture before it is written).
 
     ``keep_frames`` (V2A): the driving clip's frames at 25 fps, written as they are under the new speech
     (without the reference prefix) instead of rendering the face through LIA-X.
@@ -455,24 +458,24 @@ def generate_one(
         elif keep_frames is not None:
             audio = P.decode_speech(vae, speech)
             media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
-        elif writer is not None:  # paste-back: the rendered face composited into the source picture
-            assert result.motion is not None  # joint modes return motion
-            frames = P.render_motion(
-                models.get("liax"), inputs["face"], result.motion, chunk=render_chunk, hooks=hooks, as_uint8=True
-            )
-            writer(out_path, frames, inputs["face"], P.decode_speech(vae, speech))
         else:  # frames straight into the encoder a batch at a time: memory flat in the clip's length
             assert result.motion is not None  # joint modes return motion
-            P.render_to_mp4(
-                models.get("liax"),
-                inputs["face"],
-                result.motion,
-                out_path,
-                vae=vae,
-                speech=speech,
-                chunk=render_chunk,
-                hooks=hooks,
-            )
+            compose = writer(inputs["face"]) if writer is not None else None  # --paste-back
+            try:
+                P.render_to_mp4(
+                    models.get("liax"),
+                    inputs["face"],
+                    result.motion,
+                    out_path,
+                    vae=vae,
+                    speech=speech,
+                    chunk=render_chunk,
+                    hooks=hooks,
+                    compose=compose,
+                )
+            finally:
+                if compose is not None:
+                    compose.close()
     return result
 
 

@@ -35,6 +35,7 @@ from talker_core.media.output import Mp4Writer, write_mp4, write_wav
 from talker_core.media.probe import probe_media
 from talker_core.media.video import (
     decode_video,
+    iter_video_frames,
     load_video_frames,
     resample_frames_to_fps,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "load_audio",
     "decode_video",
     "load_video_frames",
+    "iter_video_frames",
     "resample_frames_to_fps",
     "load_image",
     "prepare_identity_image",

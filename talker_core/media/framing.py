@@ -9,6 +9,11 @@ the authors' detector's; the two constants below were measured by running it on 
 crops (LIA-X ``data/source`` portraits and the Talker-T2AV sample clip, all 512×512): the face box is
 0.60 of the square's side on average, and the square's centre lies 0.06 box heights above the box's.
 
+A clip (a driving video, a reference video, footage to paste back into) gets one stable square for
+all its frames (:func:`choose_clip_crop`): the face is detected on ``CLIP_PROBE_FRAMES`` frames spread
+over its first second, and the median of the detected boxes is framed. The face model sees the same
+square on every frame, so the head's own motion is what changes, not the crop.
+
 Without OpenCV (or with OpenCV 5, which dropped the cascades) and when no face is found, the centred
 square of the shorter side is used, as before framing existed, and a warning says so. A manual
 square (x, y, size) overrides everything.
@@ -38,6 +43,8 @@ __all__ = [
     "frame_face",
     "centre_crop",
     "choose_crop",
+    "choose_clip_crop",
+    "CLIP_PROBE_FRAMES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ FACE_TO_CROP = 1.65  # square side / detected face box side (measured on the aut
 CROP_RAISE = 0.06  # the square's centre sits this many face-box heights above the face box's centre
 ALREADY_FRAMED = 0.85  # a wanted square at least this share of the shorter side: the photo is already framed
 DETECT_MAX_SIDE = 640  # detection runs on a copy at most this large (as the authors' crop tool does)
+CLIP_PROBE_FRAMES = 5  # frames of a clip's first second the face is looked for in (one stable box)
 MIN_FACE_SHARE = 0.06  # faces smaller than this share of the shorter side are ignored (texture false positives)
 
 # A detector maps an RGB uint8 image (H, W, 3) to face boxes (x, y, width, height) in its pixels.
@@ -128,6 +136,25 @@ def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.mul(255.0).round_().clamp_(0, 255)).to(torch.uint8).cpu().numpy()
 
 
+def _manual(crop, w: int, h: int, name: str) -> FaceCrop:
+    if isinstance(crop, FaceCrop):  # a square chosen before (e.g. for the whole clip) is kept as it was
+        if (crop.source_width, crop.source_height) != (w, h):
+            raise MediaError(
+                f"{name}: the crop box was chosen on a {crop.source_width}×{crop.source_height} picture, "
+                f"this one is {w}×{h}; give frames of one size"
+            )
+        return crop
+    if len(crop) != 3:
+        raise ValueError(f"{name}: a crop box is (x, y, size), got {tuple(crop)}")
+    x, y, side = (int(v) for v in crop)
+    if side < 1 or x < 0 or y < 0 or x + side > w or y + side > h:
+        raise MediaError(
+            f"{name}: the crop box x={x}, y={y}, size={side} does not fit in the {w}×{h} image; "
+            f"give a square inside it (x + size ≤ {w}, y + size ≤ {h})"
+        )
+    return FaceCrop(x, y, side, w, h, "manual")
+
+
 def choose_crop(
     image: Union[torch.Tensor, np.ndarray],
     framing: str = "detect",
@@ -148,15 +175,7 @@ def choose_crop(
     rgb = as_rgb_float(image, name)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
     if crop is not None:
-        if len(crop) != 3:
-            raise ValueError(f"{name}: a crop box is (x, y, size), got {tuple(crop)}")
-        x, y, side = (int(v) for v in crop)
-        if side < 1 or x < 0 or y < 0 or x + side > w or y + side > h:
-            raise MediaError(
-                f"{name}: the crop box x={x}, y={y}, size={side} does not fit in the {w}×{h} image; "
-                f"give a square inside it (x + size ≤ {w}, y + size ≤ {h})"
-            )
-        return FaceCrop(x, y, side, w, h, "manual")
+        return _manual(crop, w, h, name)
     if framing not in FRAMING_MODES:
         raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
     if framing == "centre":
@@ -182,6 +201,76 @@ def choose_crop(
         "%s: face at (%d, %d, %d×%d) framed as the square x=%d, y=%d, size=%d of %d×%d",
         name,
         *(round(v) for v in best),
+        result.x,
+        result.y,
+        result.size,
+        w,
+        h,
+    )
+    return result
+
+
+def _probe_indices(count: int, fps: float) -> list[int]:
+    """Up to ``CLIP_PROBE_FRAMES`` frame indices spread evenly over the clip's first second."""
+    span = max(1, min(count, int(round(fps))))
+    n = min(CLIP_PROBE_FRAMES, span)
+    return sorted({int(round(k * (span - 1) / max(1, n - 1))) for k in range(n)})
+
+
+def choose_clip_crop(
+    frames,
+    framing: str = "detect",
+    crop: Optional[Sequence[int]] = None,
+    detector: Optional[Detector] = None,
+    name: str = "video",
+    fps: float = 25.0,
+) -> FaceCrop:
+    """One square for every frame of a clip (see the module notes): the same rules as :func:`choose_crop`.
+
+    Args:
+        frames: the clip, (N, H, W, C) tensor/array or a sequence of frames (only the first second's
+            ``CLIP_PROBE_FRAMES`` frames are looked at).
+        framing, crop, detector, name: as :func:`choose_crop` (a manual ``crop`` is checked against
+            the frame size; with no face in any probed frame: a warning and the centre crop).
+        fps: the clip's frame rate (which frames make its first second).
+    """
+    count = len(frames)
+    if count == 0:
+        raise MediaError(f"{name} has no frames")
+    first = as_rgb_float(frames[0], f"{name} frame 0")
+    h, w = int(first.shape[0]), int(first.shape[1])
+    if crop is not None:
+        return _manual(crop, w, h, name)
+    if framing not in FRAMING_MODES:
+        raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
+    if framing == "centre":
+        return centre_crop(w, h)
+    detect = detector if detector is not None else opencv_detector()
+    if detect is None:
+        return centre_crop(w, h)
+    found = []
+    for i in _probe_indices(count, fps):
+        rgb = first if i == 0 else as_rgb_float(frames[i], f"{name} frame {i}")
+        boxes = [b for b in detect(_to_uint8(rgb)) if b[2] > 0 and b[3] > 0]
+        if boxes:
+            found.append(max(boxes, key=lambda b: b[2] * b[3]))
+    if not found:
+        logger.warning(
+            "%s: no face was found in its first second (%d×%d); using the centre crop. Give a crop box "
+            "(x, y, size) to choose the square yourself",
+            name,
+            w,
+            h,
+        )
+        return centre_crop(w, h)
+    a = np.asarray(found, dtype=np.float64)  # median centre and size: one odd detection does not move the box
+    cx, cy = np.median(a[:, 0] + a[:, 2] / 2), np.median(a[:, 1] + a[:, 3] / 2)
+    side = float(np.median(np.maximum(a[:, 2], a[:, 3])))
+    result = frame_face((cx - side / 2, cy - side / 2, side, side), w, h)
+    logger.info(
+        "%s: face found in %d of the first frames; the clip is framed as the square x=%d, y=%d, size=%d of %d×%d",
+        name,
+        len(found),
         result.x,
         result.y,
         result.size,

@@ -8,29 +8,47 @@ feathered (there is nothing to blend with). Optional colour matching shifts the 
 per-channel mean and spread to those of the background under the square, measured once on the first
 frame so the correction does not flicker.
 
-Everything works one frame at a time (:func:`paste_frames` is a generator), so memory does not grow
-with the clip's length. A background that is a clip shorter than the rendered frames plays forwards
-then backwards (ping-pong) so it never jumps.
+Everything works one frame at a time, so memory does not grow with the clip's length:
+:func:`paste_frames` is a generator, and :class:`Compositor` composites a batch at a time for the
+streaming MP4 writers (``talker_core.pipeline.render_to_mp4(compose=...)``). The background is a
+still image, a clip in memory, or a video file decoded lazily at 25 fps (nearest frame, as
+:func:`talker_core.media.iter_video_frames`). Its length rule (:data:`BACKGROUND_ENDS`): the output
+has the rendered frames' length, so a longer background is cut; a shorter one ``loop`` s (starts
+again from its first frame; a file is decoded again, so memory stays flat) or ``hold`` s its last
+frame. Its size may differ from the source the face was cut from (the square is scaled to it), but
+not change within the clip.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sized
-from typing import Optional, Union
+import os
+from collections.abc import Iterable, Iterator
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from talker_core.media._common import MediaError
-from talker_core.types import FaceCrop
+from talker_core.types import FPS, FaceCrop
 
-__all__ = ["MAX_FEATHER", "box_in", "feather_mask", "ColourMatch", "paste_frame", "paste_frames", "ping_pong"]
+__all__ = [
+    "MAX_FEATHER",
+    "BACKGROUND_ENDS",
+    "box_in",
+    "feather_mask",
+    "ColourMatch",
+    "paste_frame",
+    "paste_frames",
+    "background_frames",
+    "Compositor",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_FEATHER = 0.5  # a band of half the side on each edge: the blend reaches the square's centre
+BACKGROUND_ENDS = ("loop", "hold")  # what a background shorter than the render does after its last frame
 
 
 def box_in(crop: FaceCrop, width: int, height: int) -> tuple[int, int, int, int]:
@@ -132,56 +150,70 @@ def paste_frame(
     return out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def ping_pong(frames: Union[torch.Tensor, np.ndarray], count: int) -> Iterator:
-    """``count`` frames from a clip: forwards, then backwards, and so on (a still repeats)."""
-    n = int(frames.shape[0])
-    if n == 0:
-        raise MediaError("the background clip has no frames")
-    period = max(1, 2 * n - 2)
-    for k in range(count):
-        i = k % period
-        yield frames[i if i < n else period - i]
+def _is_video_source(background) -> bool:
+    return isinstance(background, (str, os.PathLike)) or hasattr(background, "read")
 
 
-def paste_frames(
-    faces: Iterable,
-    backgrounds: Union[Iterable, torch.Tensor, np.ndarray],
-    crop: FaceCrop,
-    feather: float = 0.1,
-    colour_match: bool = True,
-    count: Optional[int] = None,
-) -> Iterator[torch.Tensor]:
-    """Rendered frames → full-resolution uint8 frames (H, W, 3), one at a time.
+def background_frames(background, end: str = "loop") -> Iterator:
+    """An endless stream of background frames (H, W, 3), one per rendered frame at 25 fps.
 
-    Args:
-        faces: rendered frames (any square-ish size), an iterable or a (T, h, w, 3) tensor.
-        backgrounds: the original image (H, W, 3), or its clip (N, H, W, 3) played ping-pong,
-            or an iterable of frames taken in step with ``faces``.
-        crop: where the identity was cut from (``Identity.crop``); a background of another size
-            than the source (e.g. upscaled) gets the square scaled to it.
-        feather: seam band as a share of the square's side (0 = hard edge, at most 0.5).
-        colour_match: match the face's colours to the background under the square (first frame).
-        count: number of frames when ``faces`` has no length (a generator).
+    ``background``: a still image (H, W, 3) or (1, H, W, 3), repeated; a clip (N, H, W, 3) in
+    memory; or a video file (a path or a binary file object), decoded lazily at 25 fps. After the
+    clip's last frame, ``end`` = ``"loop"`` starts it again (a file is decoded again from its start),
+    ``"hold"`` repeats the last frame. Any other iterable is taken as it is, frame by frame.
     """
-    if not 0.0 <= feather <= MAX_FEATHER:
-        raise ValueError(f"feather must be in 0..{MAX_FEATHER}, got {feather}")
-    if count is None:
-        count = len(faces) if isinstance(faces, Sized) else None
-    if isinstance(backgrounds, (torch.Tensor, np.ndarray)):
-        if backgrounds.ndim == 3:
-            backgrounds = backgrounds[None]
-        if backgrounds.ndim != 4:
-            raise MediaError(f"background must be (H, W, 3) or (N, H, W, 3), got shape {tuple(backgrounds.shape)}")
-        if count is None:
-            raise ValueError("give count when the rendered frames come from a generator and the background is a clip")
-        backgrounds = ping_pong(backgrounds, count)
-    mask = colour = None
-    size = None
-    for face, background in zip(faces, backgrounds, strict=False):
+    if end not in BACKGROUND_ENDS:
+        raise ValueError(f"background end must be one of {', '.join(BACKGROUND_ENDS)}, got {end!r}")
+    if _is_video_source(background):
+        from talker_core.media.video import iter_video_frames
+
+        last = None
+        while True:
+            if hasattr(background, "seek"):
+                background.seek(0)
+            got = 0
+            for frame in iter_video_frames(background, target_fps=FPS):
+                got += 1
+                last = frame
+                yield frame
+            if got == 0:  # pragma: no cover - iter_video_frames raises on a clip without frames
+                raise MediaError("the background video has no frames")
+            if end == "hold":
+                break
+            logger.info("the background video is shorter than the render (%d frames): it starts again", got)
+        while True:
+            yield last
+    if isinstance(background, (torch.Tensor, np.ndarray)):
+        clip = background[None] if background.ndim == 3 else background
+        if clip.ndim != 4:
+            raise MediaError(f"background must be (H, W, 3) or (N, H, W, 3), got shape {tuple(background.shape)}")
+        n = int(clip.shape[0])
+        if n == 0:
+            raise MediaError("the background clip has no frames")
+        k = 0
+        while True:
+            yield clip[k % n if end == "loop" else min(k, n - 1)]
+            k += 1
+    yield from background
+
+
+class _Paster:
+    """Frame-by-frame pasting with what is fixed by the first frame: the size, the seam mask, the colours."""
+
+    def __init__(self, crop: FaceCrop, feather: float, colour_match: bool):
+        if not 0.0 <= feather <= MAX_FEATHER:
+            raise ValueError(f"feather must be in 0..{MAX_FEATHER}, got {feather}")
+        self.crop, self.feather, self.colour_match = crop, feather, colour_match
+        self.size: Optional[tuple[int, int]] = None
+        self.mask: Optional[torch.Tensor] = None
+        self.colour: Optional[ColourMatch] = None
+
+    def __call__(self, face, background) -> torch.Tensor:
         bg = _as_float_frame(background, "background frame")
         h, w = int(bg.shape[0]), int(bg.shape[1])
-        if size is None:
-            size = (h, w)
+        if self.size is None:
+            crop = self.crop
+            self.size = (h, w)
             x0, y0, x1, y1 = box_in(crop, w, h)
             if (w, h) != (crop.source_width, crop.source_height):
                 logger.info(
@@ -191,50 +223,84 @@ def paste_frames(
                     crop.source_width,
                     crop.source_height,
                 )
-            mask = feather_mask(y1 - y0, x1 - x0, feather, (x0 > 0, y0 > 0, x1 < w, y1 < h))
-            if colour_match:
+            self.mask = feather_mask(y1 - y0, x1 - x0, self.feather, (x0 > 0, y0 > 0, x1 < w, y1 < h))
+            if self.colour_match:
                 patch = _resize(_as_float_frame(face, "rendered frame"), y1 - y0, x1 - x0)
-                colour = ColourMatch(patch, bg[y0:y1, x0:x1], mask)
-        elif (h, w) != size:
-            raise MediaError(f"background frames change size ({size[1]}×{size[0]} then {w}×{h}); give one size")
-        yield paste_frame(face, bg, crop, feather, colour, mask)
+                self.colour = ColourMatch(patch, bg[y0:y1, x0:x1], self.mask)
+        elif (h, w) != self.size:
+            raise MediaError(
+                f"background frames change size ({self.size[1]}×{self.size[0]} then {w}×{h}); give one size"
+            )
+        return paste_frame(face, bg, self.crop, self.feather, self.colour, self.mask)
 
 
-def write_frames_mp4(path, frames: Iterable, count: int, fps: float, audio=None, sample_rate: Optional[int] = None):
-    """Write ``count`` frames from an iterable to an MP4 without holding them in memory.
+def paste_frames(
+    faces: Iterable,
+    backgrounds,
+    crop: FaceCrop,
+    feather: float = 0.1,
+    colour_match: bool = True,
+    count: Optional[int] = None,
+    end: str = "loop",
+) -> Iterator[torch.Tensor]:
+    """Rendered frames → full-resolution uint8 frames (H, W, 3), one at a time.
 
-    The frames are spooled to a temporary uint8 file beside the output (a memory map, so resident
-    memory stays at a few frames) and handed to :func:`talker_core.media.write_mp4`, which reads it
-    16 frames at a time. (A streaming encoder that skips the spool file can replace this.)
+    Args:
+        faces: rendered frames (any square-ish size), an iterable or a (T, h, w, 3) tensor.
+        backgrounds: the original image (H, W, 3), its clip (N, H, W, 3), a video file (path or
+            file object), or an iterable of frames taken in step with ``faces``
+            (:func:`background_frames`).
+        crop: where the identity was cut from (``Identity.crop``); a background of another size
+            than the source (e.g. upscaled) gets the square scaled to it.
+        feather: seam band as a share of the square's side (0 = hard edge, at most 0.5).
+        colour_match: match the face's colours to the background under the square (first frame).
+        count: stop after this many frames (default: as many as ``faces`` has).
+        end: what a shorter background clip does after its last frame (:data:`BACKGROUND_ENDS`).
     """
-    import contextlib
-    import os
-    import secrets
-    from pathlib import Path
-
-    from talker_core.media.output import write_mp4
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    spool = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.frames.tmp")
-    it = iter(frames)
+    paster = _Paster(crop, feather, colour_match)
+    source = background_frames(backgrounds, end)
     try:
-        first = next(it)
-    except StopIteration:
-        raise MediaError("there are no frames to write") from None
-    h, w = int(first.shape[0]), int(first.shape[1])
-    try:
-        buf = np.lib.format.open_memmap(spool, mode="w+", dtype=np.uint8, shape=(count, h, w, 3))
-        buf[0] = first.numpy() if isinstance(first, torch.Tensor) else first
-        n = 1
-        for frame in it:
-            if n >= count:
+        for i, (face, background) in enumerate(zip(faces, source, strict=False)):
+            if count is not None and i >= count:
                 break
-            buf[n] = frame.numpy() if isinstance(frame, torch.Tensor) else frame
-            n += 1
-        buf.flush()
-        return write_mp4(out, torch.from_numpy(buf[:n]), fps, audio=audio, sample_rate=sample_rate)
+            yield paster(face, background)
     finally:
-        buf = None  # type: ignore[assignment]  # noqa: F841 - release the map before removing its file
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(spool)
+        source.close()
+
+
+class Compositor:
+    """Batch-by-batch paste-back for the streaming writers: ``compose(faces) → pasted``.
+
+    Each call takes the next rendered frames (n, h, w, 3) (uint8, or float in [0, 1]) and returns
+    them pasted into the next ``n`` background frames, uint8 (n, H, W, 3). Background frames are
+    read only as they are needed (``pulled`` counts them), so memory holds one batch, not the clip.
+    ``close()`` closes the background decoder.
+    """
+
+    def __init__(
+        self,
+        background,
+        crop: FaceCrop,
+        feather: float = 0.1,
+        colour_match: bool = True,
+        end: str = "loop",
+        check=None,
+    ):
+        if crop is None:
+            raise MediaError("the face has no crop box: encode it from the picture it is pasted back into")
+        self._paster = _Paster(crop, feather, colour_match)
+        self._source = background_frames(background, end)
+        self._check = check
+        self.pulled = 0
+
+    def __call__(self, faces) -> torch.Tensor:
+        out = []
+        for face in faces:
+            if self._check is not None:
+                self._check()
+            out.append(self._paster(face, next(self._source)))
+            self.pulled += 1
+        return torch.stack(out)
+
+    def close(self) -> None:
+        self._source.close()

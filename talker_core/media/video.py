@@ -329,3 +329,94 @@ def resample_frames_to_fps(
     count = _output_count(ts[0], ts[-1], step, tgt)
     idx = _nearest_indices(ts, tgt, count)
     return frames[torch.from_numpy(idx)]
+
+
+def iter_video_frames(source, target_fps: Optional[float] = None, max_frames: Optional[int] = None):
+    """Decode a video lazily, one uint8 (H, W, 3) numpy frame at a time (memory: a frame or two).
+
+    ``source`` is a path, or an open binary file object (e.g. ComfyUI's in-memory VIDEO). With
+    ``target_fps`` the frames come on that clock, each output time ``t0 + k / target_fps`` taking
+    the decoded frame nearest in time (ties → the earlier; the rule of :func:`load_video_frames`):
+    a faster clip drops frames, a slower one repeats them. Frames that do not advance time are
+    skipped; a clip that changes frame size is a :class:`MediaError`. The decoder closes when the
+    iteration ends or the generator is closed.
+    """
+    tgt = _check_limit("target_fps", target_fps)
+    if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
+        raise MediaError(f"max_frames must be a positive integer, got {max_frames!r}")
+    if hasattr(source, "read"):
+        name = "video"
+        container_ctx = _open_file_object(source)
+    else:
+        p = _existing_file(source, "video file")
+        name = str(p)
+        container_ctx = _open_container(p, "video file")
+    av = _import_av()
+    emitted = 0
+    with container_ctx as container:
+        if not container.streams.video:
+            raise MediaError(f"{name} has no video stream; give a video file (mp4, mov, mkv, webm…)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
+        step = 1.0 / float(nominal) if nominal else 1.0 / 25.0
+        t0: Optional[float] = None
+        last_t: Optional[float] = None
+        prev: Optional[tuple[float, np.ndarray]] = None
+        shape = None
+        try:
+            for frame in container.decode(stream):
+                t = frame.time
+                if t is None:
+                    t = (last_t + step) if last_t is not None else 0.0
+                if last_t is not None and t <= last_t:
+                    continue
+                last_t = t
+                rgb = _frame_rgb(frame, name)
+                if shape is None:
+                    shape, t0 = rgb.shape, t
+                elif rgb.shape != shape:
+                    raise MediaError(
+                        f"{name} changes frame size ({shape[1]}×{shape[0]} → {rgb.shape[1]}×{rgb.shape[0]}); "
+                        "re-encode it at one size"
+                    )
+                if tgt is None:
+                    yield rgb
+                    emitted += 1
+                    if max_frames is not None and emitted >= max_frames:
+                        return
+                    continue
+                assert t0 is not None
+                if prev is not None:
+                    tp, fp = prev
+                    while True:
+                        tk = t0 + emitted / tgt
+                        if tk > t:
+                            break
+                        yield rgb if (t - tk) < (tk - tp) else fp
+                        emitted += 1
+                        if max_frames is not None and emitted >= max_frames:
+                            return
+                prev = (t, rgb)
+        except av.error.EOFError:
+            pass
+        except av.error.FFmpegError as exc:
+            if prev is None and emitted == 0:
+                raise MediaError(f"{name} could not be decoded ({exc}); the file is damaged") from exc
+            logger.warning("%s is damaged or truncated (%s): its frames stop here", name, exc)
+        if shape is None:
+            raise MediaError(f"{name} has no video frames; give a video with at least one frame")
+        if tgt is not None and prev is not None:  # the last frame lasts one source frame
+            assert t0 is not None
+            count = max(1, int(math.floor((prev[0] + step - t0) * tgt + 1e-6)))  # as load_video_frames counts
+            while emitted < count and (max_frames is None or emitted < max_frames):
+                yield prev[1]
+                emitted += 1
+
+
+def _open_file_object(fh):
+    av = _import_av()
+    try:
+        return av.open(fh, mode="r")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise MediaError(f"the video could not be opened ({exc}); it is damaged or not a format FFmpeg reads") from exc

@@ -11,9 +11,11 @@ its prosody and a head its pose from turn to turn: a speaking turn's prefix is t
 speaker's last *spoken* turn (speech) with their latest motion (their pose after listening); a
 listening turn continues from what the speaker last did. The turns' audio is joined into one track.
 
-:func:`dialogue_frames` renders the conversation frame by frame: ``side_by_side`` puts the speakers'
-512×512 frames next to each other (in the order they were given), ``cuts`` shows the active speaker
-only. Memory stays flat in the conversation's length.
+:func:`dialogue_blocks` renders the conversation a batch at a time: ``side_by_side`` puts the
+speakers' 512×512 frames next to each other (in the order they were given), ``cuts`` shows the
+active speaker only. :func:`dialogue_to_mp4` writes the batches with the one audio track straight
+into an MP4 (the CLI's ``--dialogue`` and the Dialogue node): memory stays flat in the
+conversation's length.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ import torch
 from talker_core.pipeline.request import Hooks, Mode, TalkRequest
 from talker_core.types import FPS, PATCH, SAMPLE_RATE, Identity, MotionCodes, SpeakerReference, SpeechLatents
 
-__all__ = ["LAYOUTS", "Turn", "Speaker", "Dialogue", "parse_script", "generate_dialogue", "dialogue_frames"]
+__all__ = [
+    "LAYOUTS",
+    "Turn",
+    "Speaker",
+    "Dialogue",
+    "parse_script",
+    "generate_dialogue",
+    "dialogue_blocks",
+    "dialogue_frames",
+    "dialogue_to_mp4",
+]
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +245,17 @@ def generate_dialogue(
     )
 
 
-def dialogue_frames(
+def dialogue_blocks(
     liax,
     dialogue: Dialogue,
     speakers: dict[str, Speaker],
     layout: str = "side_by_side",
     chunk: int = 8,
     hooks: Optional[Hooks] = None,
+    report: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Render the conversation: uint8 frames (512, 512·speakers, 3) side by side, or (512, 512, 3) cuts."""
+    """Render the conversation ``chunk`` frames at a time: uint8 batches (n, 512, 512·speakers, 3)
+    side by side, or (n, 512, 512, 3) cuts. A cancel through ``hooks`` stops within one frame."""
     from talker_core.pipeline.render import render_motion
 
     hooks = hooks or Hooks()
@@ -279,5 +293,53 @@ def dialogue_frames(
                     liax, speakers[tag].face, codes, chunk, quiet, as_uint8=True
                 )
                 i = j
-        hooks.report(stop, total, "render")
+        if report:
+            hooks.report(stop, total, "render")
+        yield block
+
+
+def dialogue_frames(
+    liax,
+    dialogue: Dialogue,
+    speakers: dict[str, Speaker],
+    layout: str = "side_by_side",
+    chunk: int = 8,
+    hooks: Optional[Hooks] = None,
+) -> Iterator[torch.Tensor]:
+    """Render the conversation frame by frame: uint8 (512, 512·speakers, 3) side by side, or (512, 512, 3) cuts."""
+    for block in dialogue_blocks(liax, dialogue, speakers, layout, chunk, hooks):
         yield from block
+
+
+def dialogue_to_mp4(
+    liax,
+    dialogue: Dialogue,
+    speakers: dict[str, Speaker],
+    path,
+    layout: str = "side_by_side",
+    chunk: int = 8,
+    hooks: Optional[Hooks] = None,
+    crf: int = 18,
+    preset: str = "medium",
+    metadata: Optional[dict] = None,
+):
+    """Render the conversation straight into an MP4 with its one audio track, a batch at a time.
+
+    Memory stays flat in the conversation's length (one batch of frames); progress comes per batch
+    with previews; a cancel stops within a frame and removes the partial file. Returns the path.
+    """
+    from talker_core.pipeline.compose import write_batches_to_mp4
+
+    hooks = hooks or Hooks()
+    blocks = dialogue_blocks(liax, dialogue, speakers, layout, chunk, hooks, report=False)
+    return write_batches_to_mp4(
+        blocks,
+        dialogue.frames,
+        path,
+        audio=dialogue.audio,
+        sample_rate=SAMPLE_RATE,
+        hooks=hooks,
+        crf=crf,
+        preset=preset,
+        metadata=metadata,
+    )

@@ -167,11 +167,14 @@ def encode_motion(
     hooks: Optional[Hooks] = None,
     stats: Optional[MotionStats] = None,
     chunk: int = 8,
+    crop=None,
 ) -> MotionCodes:
     """A talking clip → normalised motion codes (T, 40) at 25 fps, whatever the source rate.
 
     frames: (N, H, W, C) float [0, 1] or uint8. Only the frames that land on the 25 fps
-    clock (and within ``max_seconds``) are encoded.
+    clock (and within ``max_seconds``) are encoded. ``crop``: the square cut from every frame, a
+    :class:`~talker_core.types.FaceCrop` (e.g. :func:`talker_core.media.framing.choose_clip_crop`,
+    one stable box for the clip) or (x, y, size); None takes each frame's centred square.
     """
     from talker_core.media import prepare_identity_image
 
@@ -184,13 +187,19 @@ def encode_motion(
     if max_seconds is not None:
         _warn_cut("motion clip", frames.shape[0] / float(fps), max_seconds)
         index = index[: max(1, int(max_seconds * FPS))]
+    box = None
+    if crop is not None:
+        from talker_core.media.framing import choose_clip_crop
+
+        box = choose_clip_crop(frames, crop=crop, name="motion clip")
+        box = (box.x, box.y, box.size)
     device, dtype = _device_dtype(liax)
     codes = []
     for start in range(0, len(index), chunk):
         hooks.check()
         batch = torch.stack(
             [
-                prepare_identity_image(frames[i], name="motion clip frame", warn_small=False)
+                prepare_identity_image(frames[i], name="motion clip frame", warn_small=False, crop=box)
                 for i in index[start : start + chunk]
             ]
         )

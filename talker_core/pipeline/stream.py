@@ -306,6 +306,7 @@ def render_to_mp4(
     metadata: Optional[dict] = None,
     fragmented: bool = False,
     preview_every: int = 25,
+    compose=None,
 ) -> Path:
     """Render motion codes straight into an MP4, a batch at a time (memory flat in the length).
 
@@ -313,7 +314,9 @@ def render_to_mp4(
     :class:`~talker_core.pipeline.render.SpeechDecoder`) or a waveform ``audio`` (C, N) at
     ``sample_rate``; or none. The first frame is rendered alone so the first progress report and
     preview come with it; a cancel through ``hooks`` stops within one frame and removes the
-    partial file. Returns the written path.
+    partial file. ``compose`` (e.g. a :class:`~talker_core.media.paste.Compositor`, paste-back) maps
+    each rendered uint8 batch to the frames written (any size); previews then show the composed
+    frames. Returns the written path.
     """
     from talker_core.media.output import Mp4Writer  # noqa: PLC0415
 
@@ -361,7 +364,11 @@ def render_to_mp4(
                 a = int(round(start / FPS * rate))
                 b = int(round(done / FPS * rate)) if done < total else audio.shape[1]
                 writer.write_audio(audio[:, a:b])
-            writer.write_frames((frames * 255).round().to(torch.uint8))
+            frames_u8 = (frames * 255).round().to(torch.uint8)
+            if compose is not None:
+                frames_u8 = compose(frames_u8)
+                frames = frames_u8[-1:].float() / 255.0
+            writer.write_frames(frames_u8)
             show = start == 0 or (done // preview_every) != (start // preview_every) or done == total
             hooks.report(done, total, "render", frames[-1] if show else None)
             start = done
