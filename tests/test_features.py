@@ -123,6 +123,68 @@ def test_encode_face_uses_and_records_the_square():
     assert torch.equal(centre.source, media.prepare_identity_image(img))
 
 
+# ---------------------------------------------------------------------------------------------- framing clips
+
+
+def test_a_clip_gets_one_stable_square_from_its_first_second():
+    """Detections on the probed frames (spread over the first second) → their median box: one odd frame
+    does not move it, later frames are not looked at, and every frame is cut by the same square."""
+    seen = []
+    boxes = {
+        0: (100, 50, 80, 80),
+        6: (104, 52, 80, 80),
+        12: (400, 300, 30, 30),
+        18: (98, 48, 84, 84),
+        24: (102, 50, 80, 80),
+    }
+
+    def detector(rgb):
+        i = int(rgb[0, 0, 0])  # the frame index is painted into the corner pixel
+        seen.append(i)
+        return [boxes[i]] if i in boxes else []
+
+    clip = torch.zeros(60, 480, 640, 3, dtype=torch.uint8)
+    clip[:, 0, 0, 0] = torch.arange(60, dtype=torch.uint8)
+    crop = framing.choose_clip_crop(clip, detector=detector, name="drive clip")
+    assert sorted(seen) == [0, 6, 12, 18, 24]  # the first second only (25 fps)
+    # centres (140, 90) (144, 92) (415, 315) (140, 90) (142, 90), sides 80 80 30 84 80: the median is (142, 90), 80
+    assert crop == framing.frame_face((102, 50, 80, 80), 640, 480) and crop.method == "detected"
+    short = framing.choose_clip_crop(clip[:3], detector=detector)  # shorter than a second: all its frames
+    assert short == framing.frame_face(boxes[0], 640, 480)  # only frame 0 has a face
+    assert framing._probe_indices(3, 25) == [0, 1, 2] and framing._probe_indices(100, 30) == [0, 7, 14, 22, 29]
+
+
+def test_clip_framing_manual_box_and_no_face(caplog):
+    clip = torch.rand(10, 90, 160, 3)
+    crop = framing.choose_clip_crop(clip, crop=(70, 10, 60), detector=lambda rgb: pytest.fail("not asked"))
+    assert (crop.x, crop.y, crop.size, crop.method) == (70, 10, 60, "manual")
+    with pytest.raises(media.MediaError, match="does not fit in the 160×90 image"):
+        framing.choose_clip_crop(clip, crop=(120, 10, 60), name="--drive-video")
+    with caplog.at_level(logging.WARNING):
+        crop = framing.choose_clip_crop(clip, detector=lambda rgb: [], name="--drive-video")
+    assert (crop.x, crop.y, crop.size, crop.method) == (35, 0, 90, "centre")
+    assert "--drive-video: no face was found in its first second" in caplog.text
+    assert framing.choose_clip_crop(clip, framing="centre") == framing.centre_crop(160, 90)
+
+
+@pytest.mark.parametrize("width,height,cx,cy,s", [(640, 360, 470, 150, 110), (360, 640, 120, 420, 100)])
+def test_the_real_detector_frames_an_off_centre_swaying_clip(width, height, cx, cy, s):
+    pytest.importorskip("cv2", reason="face framing's detector is OpenCV (requirements.txt installs it)")
+    clip = drawn_face_clip(width, height, cx, cy, s, n=25, sway=6)
+    crop = framing.choose_clip_crop(clip, name="clip")
+    assert crop.method == "detected" and 1.6 * s <= crop.size <= 2.8 * s, crop
+    assert abs(crop.x + crop.size / 2 - cx) < 0.1 * crop.size and abs(crop.y + crop.size / 2 - cy) < 0.15 * crop.size
+    centre = framing.centre_crop(width, height)
+    assert abs(crop.x - centre.x) + abs(crop.y - centre.y) > 50  # not what the centre crop would cut
+    liax = FastLiaX()
+    motion = P.encode_motion(liax, clip, FPS, crop=crop)
+    cut = clip[:, crop.y : crop.y + crop.size, crop.x : crop.x + crop.size]
+    assert torch.allclose(motion.codes, P.encode_motion(liax, cut, FPS).codes, atol=1e-5)
+    assert not torch.allclose(motion.codes, P.encode_motion(liax, clip, FPS).codes, atol=1e-3)
+    face = P.encode_face(liax, clip[0], crop=crop)
+    assert face.crop == crop  # the clip's square, recorded with the identity as it was chosen
+
+
 # ---------------------------------------------------------------------------------------------- paste-back
 
 
@@ -358,7 +420,7 @@ def talk(debug_models):
     return bundle, vae, liax, speakers
 
 
-def test_two_speaker_dialogue_both_layouts(talk, monkeypatch):
+def test_two_speaker_dialogue_both_layouts(talk, monkeypatch, tmp_path):
     import importlib
 
     G = importlib.import_module("talker_core.pipeline.generate")
@@ -410,6 +472,22 @@ def test_two_speaker_dialogue_both_layouts(talk, monkeypatch):
         assert torch.equal(cuts[i], (ref_a if tag == "A" else ref_b)[i])
     with pytest.raises(ValueError, match="layout must be one of"):
         next(D.dialogue_frames(liax, dlg, speakers, "grid"))
+    # into an MP4 a batch at a time, with the one audio track: the same frames as above
+    monkeypatch.undo()
+    tmp = tmp_path
+    for layout, ref in (("side_by_side", torch.stack(side)), ("cuts", torch.stack(cuts))):
+        spy = SpyWriter(monkeypatch, lambda: 0)
+        progress = []
+        hooks = P.Hooks(progress=lambda d, t, s, p: progress.append((d, t, p is not None)))
+        out = D.dialogue_to_mp4(liax, dlg, speakers, tmp / f"{layout}.mp4", layout, chunk=4, hooks=hooks, crf=0)
+        assert all(b[0] <= 4 for b in spy.batches) and sum(b[0] for b in spy.batches) == dlg.frames
+        assert spy.audio == dlg.audio.shape[1] and progress[-1][:2] == (dlg.frames, dlg.frames) and progress[0][2]
+        frames, _ = media.load_video_frames(out)
+        assert frames.shape == ref.shape and (frames.float() - ref.float()).abs().mean() < 4
+        wav, sr = media.load_audio(out)
+        assert abs(wav.shape[1] / sr - dlg.seconds) <= 1 / FPS
+        monkeypatch.undo()
+    assert sorted(p.name for p in tmp.iterdir()) == ["cuts.mp4", "side_by_side.mp4"]
     with pytest.raises(ValueError, match="without a voice and face"):
         D.generate_dialogue(bundle, vae, [D.Turn("C", "hi")], speakers, request)
 
@@ -550,6 +628,38 @@ def test_generate_paste_back_on_a_non_square_photo(debug_models, tmp_path):
         "--paste-back", "--out", tmp_path / "s.wav",
     )  # fmt: skip
     assert code == 1 and "cannot be combined with --speech-only" in stderr and not (tmp_path / "s.wav").exists()
+
+
+def test_generate_paste_back_into_footage_framed_on_its_face(debug_models, tmp_path):
+    """--ref-video: the face is found in the clip (off-centre), and the render is pasted back into the
+    footage's own frames at that square, streamed; the footage is longer than the result, so it is cut."""
+    pytest.importorskip("cv2", reason="face framing's detector is OpenCV (requirements.txt installs it)")
+    clip = drawn_face_clip(320, 200, 215, 80, 60, n=25, sway=3)
+    video = media.write_mp4(tmp_path / "footage.mp4", clip, 25)
+    t = torch.arange(22050) / 22050
+    media.write_wav(tmp_path / "v.wav", (0.3 * torch.sin(2 * math.pi * 200 * t))[None], 22050)
+    out = tmp_path / "pasted.mp4"
+    code, stdout, stderr = cli(
+        "generate", "--models", debug_models, "--text", "Hi.", "--ref-audio", tmp_path / "v.wav",
+        "--ref-video", video, "--paste-back", "--background-end", "hold", "--max-seconds", "0.16", "--quiet",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    frames, _ = media.load_video_frames(out)
+    source, _ = media.load_video_frames(video)
+    n = frames.shape[0]
+    assert frames.shape[1:] == (200, 320, 3) and 0 < n < 25  # the footage's size, the result's length
+    reread, _ = media.load_video_frames(video, max_seconds=0.2 + 1 / FPS, target_fps=FPS)  # what the CLI reads
+    crop = framing.choose_clip_crop(reread, name="--ref-video")
+    assert crop.method == "detected" and crop.x > framing.centre_crop(320, 200).x + 30  # the face, not the centre
+    outside = torch.ones(200, 320, dtype=torch.bool)
+    outside[crop.y : crop.y + crop.size, crop.x : crop.x + crop.size] = False
+    diff = (frames.float() - source[:n].float()).abs()
+    assert diff[:, outside].mean() < 3  # the footage itself, frame for frame, away from the square
+    inner = diff[
+        :, crop.y + crop.size // 4 : crop.y + 3 * crop.size // 4, crop.x + crop.size // 4 : crop.x + 3 * crop.size // 4
+    ]
+    assert inner.mean() > 10  # the rendered face is inside it
 
 
 def test_generate_dialogue_from_the_command_line(debug_models, tmp_path):
