@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from synthetic import FastLiaX, drawn_face, drawn_face_clip  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------- framing
 
 
@@ -336,7 +335,7 @@ def test_paste_back_streams_from_a_lazily_decoded_video_into_the_writer(tmp_path
     compose.close()
     assert [b[0] for b in spy.batches] == [1, 8, 8, 3] and all(b[1:] == (150, 200, 3) for b in spy.batches)
     # 30 fps → 25: about 1.2 source frames per written frame, plus the one looked ahead; never the whole clip
-    assert all(r <= 1.2 * w + 2 for r, w in zip(spy.read, spy.written)), (spy.read, spy.written)
+    assert all(r <= 1.2 * w + 2 for r, w in zip(spy.read, spy.written, strict=True)), (spy.read, spy.written)
     assert decoded[0] < 30 and compose.pulled == 20
     v = next(s for s in media.probe_media(out)["streams"] if s["type"] == "video")
     assert (v["width"], v["height"], v["frames"]) == (200, 150, 20)
@@ -477,8 +476,8 @@ def test_two_speaker_dialogue_both_layouts(talk, monkeypatch, tmp_path):
     tmp = tmp_path
     for layout, ref in (("side_by_side", torch.stack(side)), ("cuts", torch.stack(cuts))):
         spy = SpyWriter(monkeypatch, lambda: 0)
-        progress = []
-        hooks = P.Hooks(progress=lambda d, t, s, p: progress.append((d, t, p is not None)))
+        progress: list = []
+        hooks = P.Hooks(progress=lambda d, t, s, p, got=progress: got.append((d, t, p is not None)))
         out = D.dialogue_to_mp4(liax, dlg, speakers, tmp / f"{layout}.mp4", layout, chunk=4, hooks=hooks, crf=0)
         assert all(b[0] <= 4 for b in spy.batches) and sum(b[0] for b in spy.batches) == dlg.frames
         assert spy.audio == dlg.audio.shape[1] and progress[-1][:2] == (dlg.frames, dlg.frames) and progress[0][2]

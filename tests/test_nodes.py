@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import comfy_host
+import numpy as np
 import pytest
 import synthetic
 import torch
@@ -136,7 +137,7 @@ def test_entrypoint_loads_like_comfyui(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     ids = out.stdout.strip().splitlines()[-1].split(",")
-    assert len(ids) == len(set(ids)) == 18 and all(i.startswith("Talker") for i in ids)
+    assert len(ids) == len(set(ids)) == 19 and all(i.startswith("Talker") for i in ids)
 
 
 def test_schemas(comfy):
@@ -604,6 +605,109 @@ def test_render_video_file_interrupted_leaves_no_file(comfy, fast_face_model, re
     finally:
         mm.interrupt_current_processing(False)
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_paste_back_video_file_streams_renders_and_ready_frames(comfy, fast_face_model, refs, tmp_path):
+    """Paste Back Video File: rendered from motion (or ready frames) straight into an MP4 at the
+    background's size, a VIDEO out; a VIDEO background is decoded as needed and held when shorter."""
+    import av
+    import comfy.utils
+    from comfy_api.latest import InputImpl
+
+    node = comfy_host.module("nodes.paste_back").TalkerPasteBackVideo
+    encoders = comfy_host.module("nodes.encoders")
+    from talker_core.types import MotionCodes
+
+    clip = synthetic.drawn_face_clip(240, 180, 150, 80, 60, n=5)  # 0.2 s of footage: shorter than the render
+    footage = synthetic.write_mp4(tmp_path / "footage.mp4", clip.float() / 255, 25)
+    face = run_node(
+        encoders.TalkerEncodeFace,
+        face_model=fast_face_model,
+        image=clip.float() / 255,
+        crop_x=100,
+        crop_y=20,
+        crop_size=100,
+    )[0]
+    assert (face.crop.x, face.crop.y, face.crop.size, face.crop.method) == (100, 20, 100, "manual")
+    motion = MotionCodes(refs["motion"].codes[:9])
+    calls = []
+    prompt = {"1": {"class_type": "TalkerPasteBackVideo", "inputs": {}}}
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t, p)))
+    try:
+        out = run_node(
+            node, hidden={"PROMPT": prompt, "EXTRA_PNGINFO": {}}, face=face, face_model=fast_face_model, motion=motion,
+            background_video=InputImpl.VideoFromFile(str(footage)), background_end="hold", chunk=4,
+            preset="ultrafast", filename_prefix="video/pasted",
+        )  # fmt: skip
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    path = Path(out.args[0].get_stream_source())
+    with av.open(str(path)) as c:
+        assert json.loads(c.metadata["prompt"]) == prompt
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (180, 240, 3)
+    assert [c[:2] for c in calls] == [(1, 9), (5, 9), (9, 9)] and calls[0][2][0] == "JPEG"
+    held = torch.from_numpy(np.stack(frames[4:])).float()  # the footage's last frame held under the face
+    assert (held[:, :, :90] - clip[4, :, :90].float()).abs().mean() < 3
+    assert out.ui["text"][0].startswith("wrote ") and not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+    ready = torch.rand(6, 128, 128, 3)  # e.g. an upscaler's output, on the photo
+    photo = clip[:1].float() / 255
+    audio = {"waveform": torch.zeros(1, 1, 6 * 640), "sample_rate": 16000}
+    out = run_node(node, face=face, images=ready, background_image=photo, audio=audio, preset="ultrafast")
+    with av.open(str(out.args[0].get_stream_source())) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6 and len(c.streams.audio) == 1
+    with pytest.raises(ValueError, match="background_image .* or background_video"):
+        run_node(node, face=face, images=ready)
+    with pytest.raises(ValueError, match="not both"):
+        run_node(node, face=face, images=ready, background_image=photo, face_model=fast_face_model, motion=motion)
+
+
+def test_encode_motion_frames_an_off_centre_clip_and_takes_a_crop_box(fast_face_model):
+    encoders = comfy_host.module("nodes.encoders")
+    from talker_core.pipeline import encode_motion
+
+    clip = synthetic.drawn_face_clip(320, 200, 90, 90, 60, n=8).float() / 255
+    manual = run_node(
+        encoders.TalkerEncodeMotion,
+        face_model=fast_face_model,
+        images=clip,
+        fps=25.0,
+        crop_x=20,
+        crop_y=10,
+        crop_size=150,
+    )[0]
+    cut = encode_motion(fast_face_model.ready(), clip[:, 10:160, 20:170], 25.0)
+    assert torch.allclose(manual.codes, cut.codes, atol=1e-5)
+    centre = run_node(encoders.TalkerEncodeMotion, face_model=fast_face_model, images=clip, fps=25.0, framing="centre")[
+        0
+    ]
+    assert torch.allclose(centre.codes, encode_motion(fast_face_model.ready(), clip, 25.0).codes, atol=1e-5)
+    detected = run_node(encoders.TalkerEncodeMotion, face_model=fast_face_model, images=clip, fps=25.0)[0]
+    assert not torch.allclose(detected.codes, centre.codes, atol=1e-3)  # the face on the left, not the middle
+    face = run_node(encoders.TalkerEncodeFace, face_model=fast_face_model, image=clip, frame_index=3)[0]
+    assert face.crop.method == "detected" and face.crop.x + face.crop.size / 2 < 160  # the clip's square
+    with pytest.raises(Exception, match="does not fit"):
+        run_node(
+            encoders.TalkerEncodeMotion, face_model=fast_face_model, images=clip, fps=25.0, crop_x=300, crop_size=50
+        )
+
+
+def test_dialogue_node_writes_one_video_with_its_audio(comfy, models, fast_face_model, refs):
+    import av
+
+    node = comfy_host.module("nodes.dialogue").TalkerDialogue
+    out = run_node(
+        node, model=models["model"], codec=models["codec"], face_model=fast_face_model, script="A: Hi.\nB: Hello.",
+        layout="side_by_side", voice_a=refs["voice"], face_a=refs["face"], voice_b=refs["voice"], face_b=refs["face"],
+        steps=2, max_seconds=0.16, preset="ultrafast", filename_prefix="video/dlg",
+    )  # fmt: skip
+    video, audio = out.args
+    with av.open(str(video.get_stream_source())) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (1024, 512) and len(c.streams.audio) == 1
+    assert audio["sample_rate"] == 24000 and abs(audio["waveform"].shape[-1] / 24000 - frames / 25) <= 1 / 25
+    assert out.ui["text"][0].startswith("wrote ")
 
 
 def test_render_explains_missing_motion(fast_face_model, refs):
