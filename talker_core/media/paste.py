@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Optional
 
 import numpy as np
@@ -154,7 +154,7 @@ def _is_video_source(background) -> bool:
     return isinstance(background, (str, os.PathLike)) or hasattr(background, "read")
 
 
-def background_frames(background, end: str = "loop") -> Iterator:
+def background_frames(background, end: str = "loop") -> Generator:
     """An endless stream of background frames (H, W, 3), one per rendered frame at 25 fps.
 
     ``background``: a still image (H, W, 3) or (1, H, W, 3), repeated; a clip (N, H, W, 3) in

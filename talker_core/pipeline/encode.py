@@ -187,12 +187,12 @@ def encode_motion(
     if max_seconds is not None:
         _warn_cut("motion clip", frames.shape[0] / float(fps), max_seconds)
         index = index[: max(1, int(max_seconds * FPS))]
-    box = None
+    box: Optional[tuple[int, int, int]] = None
     if crop is not None:
         from talker_core.media.framing import choose_clip_crop
 
-        box = choose_clip_crop(frames, crop=crop, name="motion clip")
-        box = (box.x, box.y, box.size)
+        square = choose_clip_crop(frames, crop=crop, name="motion clip")
+        box = (square.x, square.y, square.size)
     device, dtype = _device_dtype(liax)
     codes = []
     for start in range(0, len(index), chunk):
