@@ -46,6 +46,7 @@ OUR_NODES = {
     "TalkerDecodeSpeech",
     "TalkerRenderVideo",
     "TalkerRenderVideoFile",
+    "TalkerPasteBackVideo",
     "TalkerSaveSpeechLatents",
     "TalkerSaveMotionLatents",
     "TalkerLoadSpeechLatents",
@@ -212,10 +213,11 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
             for outputs in entry["outputs"].values()
             for item in outputs.get("images", [])
         ]
-        assert len(files) == 1, entry["outputs"]
-        info = probe(files[0])
-        assert info["video"]["codec"] == "h264" and info["audio"] is not None
-        assert info["video"]["size"] == (1024, 512) and info["video"]["frames"] >= 4
+        assert len(files) == 2, entry["outputs"]  # the node's own MP4 (its preview) and Save Video's copy
+        for file in files:
+            info = probe(file)
+            assert info["video"]["codec"] == "h264" and info["audio"] is not None
+            assert info["video"]["size"] == (1024, 512) and info["video"]["frames"] >= 4
         return
     sampler = next(nid for nid, n in prompt.items() if n["class_type"] == "TalkerSampler")
     summary = entry["outputs"][sampler]["text"][0]
@@ -232,8 +234,9 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
         info = probe(files[0][1])
         assert info["video"] is None and info["audio"]["rate"] == 24000 and info["audio"]["seconds"] > 0
         return
-    assert kinds == ["SaveVideo"], files
-    info = probe(files[0][1])
+    streamed = [k for k in kinds if k == "TalkerPasteBackVideo"]  # a node that writes its MP4 and previews it
+    assert sorted(kinds) == sorted(["SaveVideo", *streamed]), files
+    info = probe(next(f for k, f in files if k == "SaveVideo"))
     video, audio = info["video"], info["audio"]
     assert video["codec"] == "h264" and audio is not None and audio["codec"] == "aac"
     assert json.loads(info["metadata"]["prompt"])[sampler]["class_type"] == "TalkerSampler"

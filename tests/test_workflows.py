@@ -243,16 +243,18 @@ def test_api_workflow_runs(path, comfy, fast_liax):
     new = {s: sorted(saved_files(comfy, s) - before[s]) for s in before}
     ui_of = executor.history_result["outputs"]
     dialogues = [nid for nid, e in api.items() if e["class_type"] == "TalkerDialogue"]
-    if dialogues:  # a conversation: every speaker side by side (or cuts), one audio track
+    if dialogues:  # a conversation: every speaker side by side (or cuts), one audio track, written by the node
         (nid,) = dialogues
-        images, audio, fps = comfy_host.cached_outputs(executor, nid)
+        video, audio = comfy_host.cached_outputs(executor, nid)
         speakers = sum(1 for k in api[nid]["inputs"] if k.startswith("voice_"))
         width = 512 * speakers if api[nid]["inputs"]["layout"] == "side_by_side" else 512
-        assert images.shape[1:] == (512, width, 3) and fps == 25.0
-        assert audio["waveform"].shape[-1] == images.shape[0] * 960
-        assert len(new[".mp4"]) == 1
-        info = read_media(new[".mp4"][0])
-        assert info["video"] == (width, 512, images.shape[0]) and info["audio"] is not None
+        written = Path(video.get_stream_source())
+        info = read_media(written)
+        frames = info["video"][2]
+        assert info["video"] == (width, 512, frames) and info["audio"] is not None and frames >= 4
+        assert audio["waveform"].shape[-1] == frames * 960
+        assert written in new[".mp4"] and len(new[".mp4"]) == 2  # the node's file and Save Video's copy
+        assert all(read_media(p)["video"] == info["video"] for p in new[".mp4"])
         return
     samplers = [nid for nid, e in api.items() if e["class_type"] == "TalkerSampler"]
     assert len(samplers) == 1
@@ -266,8 +268,18 @@ def test_api_workflow_runs(path, comfy, fast_liax):
         assert info["audio"] == (24000, speech.frames * 960)
         return
     assert motion.frames == speech.frames
-    assert len(new[".mp4"]) == 1
-    info = read_media(new[".mp4"][0])
+    pasted = [nid for nid, e in api.items() if e["class_type"] == "TalkerPasteBackVideo"]
+    assert len(new[".mp4"]) == 1 + len(pasted)  # Save Video's file (and the file a streaming node wrote)
+    for nid in pasted:
+        (video,) = comfy_host.cached_outputs(executor, nid)
+        assert Path(video.get_stream_source()) in new[".mp4"]
+        assert ui_of[nid]["text"][0].startswith("wrote ")
+    saved = [
+        p
+        for p in new[".mp4"]
+        if all(Path(comfy_host.cached_outputs(executor, n)[0].get_stream_source()) != p for n in pasted)
+    ]
+    info = read_media(saved[0])
     assert info["video"] is not None and info["audio"] is not None
     if path.stem == "7 Paste the face back into a photo":  # the photo's own size
         from synthetic import PORTRAIT
