@@ -661,6 +661,22 @@ def test_generate_paste_back_into_footage_framed_on_its_face(debug_models, tmp_p
     assert inner.mean() > 10  # the rendered face is inside it
 
 
+def test_cli_clip_framing_options_reach_the_clip_square():
+    """--crop and --framing apply to --drive-video / --ref-video as to images (one square for the clip)."""
+    import argparse
+
+    from talker_core.cli import features
+
+    clip = torch.rand(6, 90, 160, 3)
+    args = argparse.Namespace(framing="detect", crop=(60, 5, 80))
+    assert features.clip_crop(args, clip, "--drive-video") == FaceCrop(60, 5, 80, 160, 90, "manual")
+    args = argparse.Namespace(framing="centre", crop=None)
+    assert features.clip_crop(args, clip, "--drive-video") == framing.centre_crop(160, 90)
+    args = argparse.Namespace(framing="detect", crop=(100, 5, 80))
+    with pytest.raises(media.MediaError, match="--drive-video: the crop box"):
+        features.clip_crop(args, clip, "--drive-video")
+
+
 def test_generate_dialogue_from_the_command_line(debug_models, tmp_path):
     from PIL import Image
 
