@@ -479,7 +479,8 @@ def test_two_speaker_dialogue_both_layouts(talk, monkeypatch, tmp_path):
         progress: list = []
         hooks = P.Hooks(progress=lambda d, t, s, p, got=progress: got.append((d, t, p is not None)))
         out = D.dialogue_to_mp4(liax, dlg, speakers, tmp / f"{layout}.mp4", layout, chunk=4, hooks=hooks, crf=0)
-        assert all(b[0] <= 4 for b in spy.batches) and sum(b[0] for b in spy.batches) == dlg.frames
+        assert spy.batches[0][0] == 1 and all(b[0] <= 4 for b in spy.batches)  # the first frame alone, then batches
+        assert sum(b[0] for b in spy.batches) == dlg.frames
         assert spy.audio == dlg.audio.shape[1] and progress[-1][:2] == (dlg.frames, dlg.frames) and progress[0][2]
         frames, _ = media.load_video_frames(out)
         assert frames.shape == ref.shape and (frames.float() - ref.float()).abs().mean() < 4

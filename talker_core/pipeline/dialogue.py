@@ -254,8 +254,9 @@ def dialogue_blocks(
     hooks: Optional[Hooks] = None,
     report: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Render the conversation ``chunk`` frames at a time: uint8 batches (n, 512, 512·speakers, 3)
-    side by side, or (n, 512, 512, 3) cuts. A cancel through ``hooks`` stops within one frame."""
+    """Render the conversation ``chunk`` frames at a time (the first frame alone, for a quick first
+    preview): uint8 batches (n, 512, 512·speakers, 3) side by side, or (n, 512, 512, 3) cuts. A
+    cancel through ``hooks`` stops within one frame."""
     from talker_core.pipeline.render import render_motion
 
     hooks = hooks or Hooks()
@@ -264,9 +265,10 @@ def dialogue_blocks(
     tags = list(speakers)
     total = dialogue.frames
     quiet = Hooks(should_cancel=hooks.should_cancel)
-    for start in range(0, total, chunk):
+    starts = [0, *range(1, total, chunk)]  # the first frame alone: the first preview comes at once
+    for k, start in enumerate(starts):
         hooks.check()
-        stop = min(total, start + chunk)
+        stop = starts[k + 1] if k + 1 < len(starts) else total
         if layout == "side_by_side":
             tiles = [
                 render_motion(
