@@ -43,7 +43,7 @@ pytestmark = [
 # its triggerDraw); the experimental Vue nodes of older frontends (1.27.10, ComfyUI 0.3.64's) have no
 # such component and draw no custom widget of any pack. Checked on 1.45.21 (ComfyUI 0.28's) and
 # 1.58.1; older ones are skipped.
-NODES2_MIN_FRONTEND = (1, 45)
+NODES2_MIN_FRONTEND = (1, 28)
 
 # Recorded before any script of the page runs: every text painted on a canvas.
 RECORDER = """

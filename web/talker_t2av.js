@@ -8,6 +8,8 @@
 // the workflow: switching workflow tabs (or reloading the page) rebuilds the node from them in
 // `onConfigure`, so the report comes back with the core previews. Nodes 2.0 (the Vue renderer)
 // repaints a custom widget only when asked (`widget.triggerDraw()`, absent in the classic canvas).
+// The widget exists from the node's creation (empty, a few pixels high until a run): the Nodes 2.0
+// of frontend 1.32 (ComfyUI 0.3.75) mounts only the widgets a node has when it is first shown.
 import { app } from "../../scripts/app.js";
 
 const PROPERTY = "talker_report";
@@ -83,7 +85,13 @@ function fitText(ctx, text, width) {
 }
 
 function ensureWidget(node) {
-  if (node.widgets?.some((w) => w.name === "talker_report")) return;
+  if (!node.widgets?.some((w) => w.name === "talker_report")) addWidget(node);
+  if (!node.talkerSummary && !node.talkerPlot) return;
+  const size = node.computeSize();
+  node.setSize([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
+}
+
+function addWidget(node) {
   node.addCustomWidget({
     name: "talker_report",
     type: "talker_report",
@@ -91,6 +99,7 @@ function ensureWidget(node) {
     serialize: false,
     options: { serialize: false },
     computeSize(width) {
+      if (!node.talkerSummary && !node.talkerPlot) return [width, 0];
       const h = TEXT_HEIGHT + (node.talkerPlot ? PLOT_HEIGHT + MARGIN : 0) + MARGIN;
       return [width, h];
     },
@@ -108,8 +117,6 @@ function ensureWidget(node) {
       ctx.restore();
     },
   });
-  const size = node.computeSize();
-  node.setSize([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
 }
 
 function validSummary(text) {
@@ -139,7 +146,7 @@ function showReport(node, summary, plot, persist) {
       console.warn("Talker-T2AV: could not record the run report in the workflow", err);
     }
   }
-  if (node.talkerSummary || node.talkerPlot) ensureWidget(node);
+  ensureWidget(node);
   const widget = node.widgets?.find((w) => w.name === "talker_report");
   widget?.triggerDraw?.();
   node.setDirtyCanvas?.(true, true);
@@ -161,6 +168,16 @@ app.registerExtension({
       } catch (err) {
         console.warn("Talker-T2AV: could not show the run report", err);
       }
+    };
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      try {
+        ensureWidget(this);
+      } catch (err) {
+        console.warn("Talker-T2AV: could not add the run report widget", err);
+      }
+      return result;
     };
     const onConfigure = nodeType.prototype.onConfigure;
     nodeType.prototype.onConfigure = function () {
