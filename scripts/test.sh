@@ -6,6 +6,8 @@
 #     own venv (torch 2.14.1, the newest pip allows here); there a missing ComfyUI is a failure, not a
 #     skip; the parity tests run once more in that venv, and scripts/test_deps.sh runs them on the
 #     oldest versions the requirements allow (both in a full run only, not with extra arguments).
+#     The browser test of that part drives Debian's headless Chromium: scripts/get_chromium.sh
+#     installs it with apt-get when it is missing (root on Debian, as CI runs; else an error).
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k parity  # extra arguments go to pytest (both parts)
 #   bash scripts/test.sh -m "not slow"  # the quick loop: no render-heavy tests
@@ -35,8 +37,9 @@ if [ "${TALKER_SKIP_COMFYUI:-0}" = 1 ]; then
   exit $rc1
 fi
 t0=$(date +%s)
+bash scripts/get_chromium.sh
 eval "$(bash scripts/get_comfyui.sh)"
-echo "ComfyUI host ready in $(( $(date +%s) - t0 )) s: $COMFYUI_DIR"
+echo "ComfyUI host and browser ready in $(( $(date +%s) - t0 )) s: $COMFYUI_DIR"
 rc2=0
 TALKER_REQUIRE_COMFYUI=1 "$COMFYUI_PYTHON" -m pytest -q -p no:cacheprovider -m comfyui "$@" tests || rc2=$?
 echo "ComfyUI part: $(( $(date +%s) - t0 )) s in all"
