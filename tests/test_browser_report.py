@@ -23,12 +23,15 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 from test_comfyui_e2e import COMFYUI_DIR, comfyui, uploaded  # noqa: F401  (shared fixtures)
+
+PACK_FOLDER = "ComfyUI-Talker-T2AV"  # the folder the server fixture links the pack in as
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or shutil.which("chromium-browser"))
@@ -356,6 +359,14 @@ def test_templates_load_as_saved_without_overlaps(comfyui, uploaded, browser):  
     server, _, _ = comfyui
     driver = browser
     info = json.loads(urllib.request.urlopen(server + "/object_info", timeout=60).read())
+    # the template browser's list and the thumbnail it shows per card (distinct: tests/test_pack_polish.py)
+    listed = json.loads(urllib.request.urlopen(server + "/workflow_templates", timeout=30).read())
+    stems = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+    assert sorted(listed.get(PACK_FOLDER, [])) == stems, listed
+    for stem in stems:
+        url = f"{server}/api/workflow_templates/{PACK_FOLDER}/{urllib.parse.quote(stem)}.jpg"
+        served = urllib.request.urlopen(url, timeout=30).read()
+        assert served == (ROOT / "example_workflows" / f"{stem}.jpg").read_bytes(), f"{url} is not the thumbnail"
     driver.get(server)
     wait_for(driver, "return !!(window.app && app.graph && app.extensionManager)", 180, "the frontend to start")
     driver.execute_async_script(
@@ -397,6 +408,15 @@ def test_templates_load_as_saved_without_overlaps(comfyui, uploaded, browser):  
                         f"{path.name}: node {nid} {entry['class_type']} sends {name}={value!r} (default {default!r})"
                     )
             assert set(entry["inputs"]) <= set(got["inputs"]), f"{path.name}: node {nid} lost inputs"
+        # saving it again keeps our nodes' widget values as they were (the report widget is not saved)
+        resaved = driver.execute_script(
+            "return Object.fromEntries(app.graph._nodes.map((n) => [n.id, n.serialize().widgets_values ?? []]))"
+        )
+        for node in workflow["nodes"]:
+            if node["type"].startswith("Talker"):
+                assert resaved[str(node["id"])] == pytest.approx(node["widgets_values"]), (
+                    f"{path.name}: node {node['id']} {node['type']} is saved as {resaved[str(node['id'])]}"
+                )
         errors = driver.execute_script(
             "return app.graph._nodes.filter((n) => n.has_errors || n.type === undefined).map((n) => n.id)"
         )
