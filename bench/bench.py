@@ -144,9 +144,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="long part: real LIA-X or a negligible-cost stand-in (auto: LIA-X on CUDA, stand-in on a CPU)",
     )
     parser.add_argument(
+        "--long-lengths",
+        default="",
+        help="long part: comma-separated clip lengths in seconds, each run in a fresh process (e.g. 20,120,600; "
+        "default: --long-short-seconds,--long-seconds); the growth per minute is fitted over all of them",
+    )
+    parser.add_argument(
         "--long-modes",
-        default="sequential,overlap,node",
-        help="long part: which paths to run (sequential, overlap, node)",
+        default="cli,cli_overlap,sequential,overlap,node",
+        help="long part: which paths to run: cli and cli_overlap (python -m talker_core generate, --no-overlap / "
+        "--overlap), sequential and overlap (stream_talk + stream_to_mp4), node (render_to_mp4, the Render Video "
+        "File node's path)",
+    )
+    parser.add_argument(
+        "--long-steps", type=int, default=2, help="long part: flow steps per patch (2: fast; the path is the same)"
+    )
+    parser.add_argument("--long-cfg", type=float, default=1.0, help="long part: guidance (1.0: off, half the work)")
+    parser.add_argument(
+        "--long-malloc",
+        default="default",
+        choices=["default", "trim"],
+        help="long part: trim = MALLOC_ARENA_MAX=2 and malloc_trim(0) before every RSS sample (tells heap "
+        "fragmentation apart from memory really held)",
     )
     parser.add_argument("--long-preset", default="veryfast", help="long/stream parts: x264 preset of the MP4")
     parser.add_argument("--stream-seconds", type=float, default=0.0, help="stream part: clip length (0: 10 GPU, 2 CPU)")

@@ -21,18 +21,20 @@ the clip runs to its length.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 log = logging.getLogger(__name__)
 
-TEXT = " ".join(
-    f"This is sentence number {i} of a long talk, said at an even pace with a few pauses in between." for i in range(40)
+TEXT = " ".join(  # enough for 10 minutes: about 3 sentences a 30 s segment, with the stop head off
+    f"This is sentence number {i} of a long talk, said at an even pace with a few pauses in between."
+    for i in range(100)
 )
 
 
@@ -73,27 +75,31 @@ def _setup(size: str, device, dtype, seed: int, renderer: str) -> dict[str, Any]
     return {"bundle": bundle, "vae": vae, "liax": liax, "face": face, "voice": voice}
 
 
-def _request(seconds: float):
+def _request(seconds: float, steps: int = 10, cfg: float = 2.0):
     from talker_core import pipeline as P
 
-    return P.TalkRequest(text=TEXT, seed=1, max_seconds=seconds, stop_threshold=1.0, max_prompt_tokens=1000)
+    return P.TalkRequest(
+        text=TEXT, seed=1, max_seconds=seconds, stop_threshold=1.0, max_prompt_tokens=1000, steps=steps, cfg=cfg
+    )
 
 
-def _stream_file(s: dict, seconds: float, overlap: bool, device, args, out: str) -> dict:
+def _stream_file(s: dict, seconds: float, overlap: bool, device, args, out: str, hooks=None) -> dict:
     from bench.bench import _Peak
     from talker_core import pipeline as P
 
+    steps, cfg = getattr(args, "long_steps", 10), getattr(args, "long_cfg", 2.0)
     with _Peak(device) as peak:
         t0 = time.perf_counter()
         stream = P.stream_talk(
             s["bundle"],
             s["vae"],
             s["liax"],
-            _request(seconds),
+            _request(seconds, steps, cfg),
             voice=s["voice"],
             face=s["face"],
             render_chunk=args.frames,
             overlap=overlap,
+            hooks=hooks,
         )
         written = P.stream_to_mp4(stream, out, preset=args.long_preset)
         wall = time.perf_counter() - t0
@@ -120,8 +126,9 @@ def _rss_hwm():
     return _proc_status("VmHWM")
 
 
-def _node_file(s: dict, seconds: float, device, args, out: str) -> dict:
-    """The ComfyUI Render Video File path: motion codes + speech latents → MP4."""
+def _node_file(s: dict, seconds: float, device, args, out: str, hooks=None) -> dict:
+    """The ComfyUI Render Video File path: motion codes + speech latents → MP4 (``render_to_mp4``, which
+    the node's ``execute`` calls; the node itself needs ComfyUI, so the bench calls the function)."""
     from bench.bench import _Peak
     from talker_core import pipeline as P
     from talker_core.types import FPS, MotionCodes, SpeechLatents
@@ -132,34 +139,185 @@ def _node_file(s: dict, seconds: float, device, args, out: str) -> dict:
     with _Peak(device) as peak:
         t0 = time.perf_counter()
         P.render_to_mp4(
-            s["liax"], s["face"], motion, out, vae=s["vae"], speech=speech, chunk=args.frames, preset=args.long_preset
+            s["liax"],
+            s["face"],
+            motion,
+            out,
+            vae=s["vae"],
+            speech=speech,
+            chunk=args.frames,
+            preset=args.long_preset,
+            hooks=hooks,
         )
         wall = time.perf_counter() - t0
     return {"clip_seconds": seconds, "wall_s": round(wall, 2), "rtf": round(wall / seconds, 3), **peak.value()}
+
+
+def _cli_file(seconds: float, overlap: bool, args, out: str, workdir: str) -> dict:
+    """``python -m talker_core generate`` as a user runs it (its parser, checks, model loading from a folder,
+    reference encoding, ``generate_one``), on the debug model set; with the stand-in renderer, LIA-X's
+    ``render`` is replaced by the stand-in's (its encoder still encodes the face)."""
+    from talker_core.cli import _build_parser
+    from talker_core.media import write_wav
+    from talker_core.models.liax import LiaXGenerator
+    from talker_core.weights.debug_models import write_debug_models
+
+    models = os.path.join(workdir, "models")
+    write_debug_models(models, seed=args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    voice, face = os.path.join(workdir, "voice.wav"), os.path.join(workdir, "face.png")
+    write_wav(voice, 0.3 * torch.sin(torch.arange(48000) / 24000 * 2 * 3.14159 * 220)[None], 24000)
+    from PIL import Image
+
+    Image.fromarray((torch.rand(512, 512, 3, generator=g) * 255).to(torch.uint8).numpy()).save(face)
+    if args.renderer == "standin":
+        standin = StandInRenderer()
+        LiaXGenerator.render = lambda self, z, feats, alpha, check=None: standin.render(z, feats, alpha, check)
+    argv = ["generate", "--models", models, "--text", TEXT, "--ref-audio", voice, "--ref-image", face]
+    argv += ["--max-seconds", str(seconds), "--stop-threshold", "1", "--steps", str(args.long_steps)]
+    argv += ["--cfg", str(args.long_cfg), "--preset", args.long_preset, "--render-chunk", str(args.frames)]
+    argv += ["--overlap" if overlap else "--no-overlap", "--quiet", "--out", out]
+    parsed = _build_parser("generate").parse_args(argv)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its result line
+        t0 = time.perf_counter()
+        parsed._run(parsed)
+        wall = time.perf_counter() - t0
+    from talker_core.media import probe_media
+
+    video = next(x for x in probe_media(out)["streams"] if x["type"] == "video")
+    clip = video["frames"] / 25
+    return {
+        "clip_seconds": round(clip, 2),
+        "overlap": overlap,
+        "wall_s": round(wall, 2),
+        "rtf": round(wall / max(clip, 1e-9), 3),
+        "file_mib": round(os.path.getsize(out) / 2**20, 2),
+    }
 
 
 def _peak_of(r: dict):
     return r.get("peak_gpu_mib") if r.get("peak_gpu_mib") is not None else r.get("peak_rss_mib")
 
 
+class _Probe:
+    """What the process holds while a clip is made: resident set sampled against the frames rendered so
+    far (from the progress reports), the live tensors at a quarter of the clip and at its end, and (with
+    ``trim``) ``malloc_trim(0)`` before each sample, so that heap the allocator keeps but does not use
+    is returned and only memory really held remains."""
+
+    def __init__(self, total_frames: int, trim: bool, every: float = 0.5):
+        import ctypes
+        import threading
+
+        self.total, self.every = total_frames, every
+        self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
+        self.done = 0
+        self.samples: list[tuple[int, float]] = []  # (frames rendered, RSS MiB)
+        self.tensors: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-probe", daemon=True)
+
+    def progress(self, done: int, total: int, stage: str, preview=None) -> None:
+        if stage != "render":
+            return
+        self.done = done
+        if "quarter" not in self.tensors and done >= self.total // 4:
+            self.tensors["quarter"] = _live_tensor_mib()
+        if done >= self.total and "end" not in self.tensors:
+            self.tensors["end"] = _live_tensor_mib()
+
+    def _loop(self) -> None:
+        from bench.bench import _proc_status
+
+        while not self._stop.wait(self.every):
+            if self.trim is not None:
+                self.trim(0)
+            self.samples.append((self.done, (_proc_status("VmRSS") or 0) / 1024))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+    def summary(self) -> dict:
+        """RSS at the middle and end of rendering, and its least-squares slope over the second half of
+        the clip, in MiB per minute of video (within one run: no process-to-process noise)."""
+        half = [(f, r) for f, r in self.samples if self.total // 2 <= f < self.total]
+        out: dict[str, Any] = {"rss_samples": len(self.samples)}
+        if len(half) >= 4:
+            xs = [f / 25 / 60 for f, _ in half]
+            ys = [r for _, r in half]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            var = sum((x - mx) ** 2 for x in xs)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var > 0 else 0.0
+            out.update(
+                rss_mid_mib=round(ys[0], 1),
+                rss_end_mib=round(ys[-1], 1),
+                rss_max_second_half_mib=round(max(ys), 1),
+                rss_slope_second_half_mib_per_min=round(slope, 1),
+            )
+        out["live_tensor_mib"] = {k: round(v, 2) for k, v in self.tensors.items()}
+        return out
+
+
+def _live_tensor_mib() -> float:
+    """Bytes of every tensor storage the Python heap can reach (each storage once), in MiB."""
+    import gc
+
+    seen: dict[int, int] = {}
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+                st = obj.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+        except Exception:  # noqa: BLE001 - tensors without storage (meta, sparse)
+            continue
+    return sum(seen.values()) / 2**20
+
+
 def _child(spec: dict) -> dict:
     """One long-part run in this (fresh) process: its peak resident set is the run's alone."""
     import argparse
 
-    from bench.bench import _resolve_device
+    from bench.bench import _proc_status, _resolve_device
+    from talker_core.pipeline import Hooks
+    from talker_core.types import FPS
 
     args = argparse.Namespace(**spec["args"])
+    args.renderer = spec["renderer"]
     device = _resolve_device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    s = _setup(spec["size"], device, dtype, args.seed, spec["renderer"])
+    seconds = spec["seconds"]
+    probe = _Probe(int(round(seconds * FPS)), trim=spec.get("malloc") == "trim")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "clip.mp4")
-        if spec["what"] == "node":
-            return _node_file(s, spec["seconds"], device, args, out)
-        return _stream_file(s, spec["seconds"], spec["overlap"], device, args, out)
+        if spec["what"] == "cli":
+            import talker_core.cli.generate as G
+
+            G._Progress = lambda quiet: probe.progress  # the CLI's progress display, read by the probe
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # the peak from here on: the whole command, model loading included
+            with probe:
+                res = _cli_file(seconds, spec["overlap"], args, out, tmp)
+            res["peak_rss_mib"] = round((_proc_status("VmHWM") or 0) / 1024, 1)
+        else:
+            s = _setup(spec["size"], device, dtype, args.seed, spec["renderer"])
+            hooks = Hooks(progress=probe.progress)
+            with probe:
+                if spec["what"] == "node":
+                    res = _node_file(s, seconds, device, args, out, hooks)
+                else:
+                    res = _stream_file(s, seconds, spec["overlap"], device, args, out, hooks)
+    res.update(probe.summary())
+    res["malloc"] = spec.get("malloc", "default")
+    return res
 
 
 def _run_child(spec: dict) -> dict:
@@ -169,35 +327,92 @@ def _run_child(spec: dict) -> dict:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = "import json, sys; from bench.stream_bench import _child; print(json.dumps(_child(json.loads(sys.argv[1]))))"
+    env = dict(os.environ)
+    if spec.get("malloc") == "trim":
+        env["MALLOC_ARENA_MAX"] = "2"
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec)], cwd=root, capture_output=True, text=True, timeout=3600
+        [sys.executable, "-c", code, json.dumps(spec)], cwd=root, capture_output=True, text=True, timeout=7200, env=env
     )
     if proc.returncode != 0:
         raise RuntimeError(f"long-clip run {spec['what']} {spec['seconds']} s failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _fit_growth(runs: list[dict]) -> Optional[float]:
+    """Least-squares slope of the peak over the clip length, MiB per minute of video."""
+    pts = [(r["clip_seconds"] / 60, _peak_of(r)) for r in runs if _peak_of(r) is not None]
+    if len(pts) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    var = sum((x - mx) ** 2 for x, _ in pts)
+    return round(sum((x - mx) * (y - my) for x, y in pts) / var, 1) if var > 0 else None
+
+
+MODES = {
+    "cli": ("cli", False),
+    "cli_overlap": ("cli", True),
+    "sequential": ("stream", False),
+    "overlap": ("stream", True),
+    "node": ("node", False),
+}
+
+
+def kv_cache_sizes() -> dict:
+    """The backbone's key/value cache: bytes per token (one token per 4-frame patch) at the debug and the
+    release sizes, what a minute would add if one cache spanned it, and the bound per segment (the cache
+    is started anew for every long-form segment of at most 30 s)."""
+    from talker_core.fast.program import _ModelResources
+    from talker_core.models.talker import TalkerConfig
+
+    out = {}
+    bucket = _ModelResources.CACHE_BUCKET
+    for name, cfg, nbytes in (("debug", TalkerConfig.tiny(), 4), ("release", TalkerConfig(), 2)):
+        llm = cfg.llm
+        per_token = 2 * llm.num_hidden_layers * llm.num_key_value_heads * llm.head_dim * nbytes
+        per_minute = per_token * 60 * cfg.fps / cfg.patch_size
+        out[name] = {
+            "dtype": "float32" if nbytes == 4 else "bfloat16",
+            "bytes_per_token": per_token,
+            "mib_per_minute_if_unbounded": round(per_minute / 2**20, 2),
+            "segment_patches_max": cfg.max_patches,
+            "static_cache_bucket_positions": bucket,
+        }
+    return out
+
+
 def bench_long(size: str, device, dtype, args) -> dict:
     """Each run in a fresh process, so that its peak resident set is its own (heap kept from an
     earlier run would otherwise count)."""
     renderer = args.long_renderer if args.long_renderer != "auto" else ("liax" if device.type == "cuda" else "standin")
-    short, long = float(args.long_short_seconds), float(args.long_seconds)
+    if args.long_lengths:
+        lengths = [float(x) for x in args.long_lengths.split(",") if x.strip()]
+    else:
+        lengths = [float(args.long_short_seconds), float(args.long_seconds)]
     plain = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     base = {"size": size, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "renderer": renderer}
     base["args"] = plain
-    res: dict[str, Any] = {"renderer": renderer, "preset": args.long_preset, "render_chunk": args.frames}
+    base["malloc"] = args.long_malloc
+    res: dict[str, Any] = {
+        "renderer": renderer,
+        "preset": args.long_preset,
+        "render_chunk": args.frames,
+        "steps": args.long_steps,
+        "cfg": args.long_cfg,
+        "malloc": args.long_malloc,
+        "kv_cache": kv_cache_sizes(),
+    }
     modes = [m.strip() for m in args.long_modes.split(",") if m.strip()]
-    table = {"sequential": ("stream", False), "overlap": ("stream", True), "node": ("node", False)}
     for mode in modes:
-        if mode not in table:
-            raise ValueError(f"--long-modes: unknown mode {mode!r} (sequential, overlap, node)")
-        what, overlap = table[mode]
+        if mode not in MODES:
+            raise ValueError(f"--long-modes: unknown mode {mode!r} ({', '.join(MODES)})")
+        what, overlap = MODES[mode]
         key = "node_render_to_mp4" if what == "node" else mode
-        runs = [_run_child({**base, "what": what, "overlap": overlap, "seconds": sec}) for sec in (short, long)]
-        a, b = _peak_of(runs[0]), _peak_of(runs[1])
-        span = (runs[1]["clip_seconds"] - runs[0]["clip_seconds"]) / 60
-        res[key] = {"short": runs[0], "long": runs[1], "peak_growth_mib_per_minute": round((b - a) / span, 1)}
-        log.info("long clip (%s): %s", key, res[key])
+        runs = []
+        for sec in lengths:
+            runs.append(_run_child({**base, "what": what, "overlap": overlap, "seconds": sec}))
+            log.info("long clip (%s, %g s): %s", key, sec, runs[-1])
+        res[key] = {"runs": runs, "peak_growth_mib_per_minute": _fit_growth(runs)}
+        log.info("long clip (%s): growth %s MiB/min", key, res[key]["peak_growth_mib_per_minute"])
     return res
 
 
@@ -219,25 +434,22 @@ def table_rows(size: str, r: dict) -> list[tuple[str, str, str]]:
     rows = []
     lg = r.get("long")
     if lg:
-        for key in [k for k in ("sequential", "overlap") if k in lg]:
+        for key in [k for k in (*MODES, "node_render_to_mp4") if k in lg and isinstance(lg[k], dict)]:
             x = lg[key]
-            rows.append(
-                (
-                    size,
-                    f"long clip {key} ({lg['renderer']} renderer)",
-                    f"{x['short']['clip_seconds']:g} s: {_peak_of(x['short']):.0f} MiB {x['short']['wall_s']} s; "
-                    f"{x['long']['clip_seconds']:g} s: {_peak_of(x['long']):.0f} MiB {x['long']['wall_s']} s; "
-                    f"growth {x['peak_growth_mib_per_minute']} MiB/min",
+            parts = [
+                f"{run['clip_seconds']:g} s: {_peak_of(run):.0f} MiB, {run['wall_s']} s"
+                + (
+                    f", slope {run['rss_slope_second_half_mib_per_min']} MiB/min"
+                    if "rss_slope_second_half_mib_per_min" in run
+                    else ""
                 )
-            )
-        x = lg.get("node_render_to_mp4")
-        if x is not None:
+                for run in x["runs"]
+            ]
             rows.append(
                 (
                     size,
-                    "long clip, Render Video File path",
-                    f"{x['short']['clip_seconds']:g} s: {_peak_of(x['short']):.0f} MiB; {x['long']['clip_seconds']:g} s: "
-                    f"{_peak_of(x['long']):.0f} MiB; growth {x['peak_growth_mib_per_minute']} MiB/min",
+                    f"long clip {key} ({lg['renderer']} renderer, malloc {lg.get('malloc', 'default')})",
+                    "; ".join(parts) + f"; growth {x['peak_growth_mib_per_minute']} MiB/min",
                 )
             )
     st = r.get("stream")

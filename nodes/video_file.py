@@ -14,6 +14,8 @@ import time
 
 from comfy_api.latest import InputImpl, io, ui
 
+from talker_core.media.output import CRF_DEFAULT, CRF_MAX, CRF_MIN, PRESET_DEFAULT, PRESETS
+
 from . import host
 from .compat import schema_extras
 from .plot import summary_ui
@@ -26,8 +28,6 @@ from .sockets import (
     TalkerMotion,
     TalkerSpeech,
 )
-
-PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
 
 
 def _metadata(prompt, extra_pnginfo) -> dict | None:
@@ -94,12 +94,14 @@ class TalkerRenderVideoFile(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "crf",
-                    default=18,
-                    min=0,
-                    max=51,
-                    tooltip="x264 quality: 0 lossless, 18 visually lossless, 51 worst.",
+                    default=CRF_DEFAULT,
+                    min=CRF_MIN,
+                    max=CRF_MAX,
+                    tooltip=f"x264 quality: {CRF_MIN} lossless, 18 visually lossless, {CRF_MAX} worst.",
                 ),
-                io.Combo.Input("preset", options=PRESETS, default="medium", tooltip="x264 speed/size trade-off."),
+                io.Combo.Input(
+                    "preset", options=list(PRESETS), default=PRESET_DEFAULT, tooltip="x264 speed/size trade-off."
+                ),
                 TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
                 TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
                 io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),

@@ -93,6 +93,8 @@ def test_job_lines_are_checked_like_the_command_line(inputs, tmp_path):
             {"name": "a2v", "mode": "a2v", "text": "x", "ref_audio": "voice.wav", "ref_image": "face.png"},
             {"name": "noface", "text": "x", "ref_audio": "voice.wav"},
             {"name": "badseed", "text": "x", "ref_audio": "voice.wav", "ref_image": "face.png", "seed": "1.5"},
+            {"name": "badcrf", "text": "x", "ref_audio": "voice.wav", "ref_image": "face.png", "crf": 60},
+            {"name": "speechcrf", "mode": "speech", "text": "x", "ref_audio": "voice.wav", "crf": 20},
             "[1, 2]",
         ],
     )
@@ -117,7 +119,9 @@ def test_job_lines_are_checked_like_the_command_line(inputs, tmp_path):
     # no face and no demo media in the models folder: say what to give, or how to get the demo face
     assert "needs --ref-image" in error("noface") and "download" in error("noface")
     assert "invalid int value: '1.5'" in error("badseed")
-    assert "not a JSON object" in error("line-10")
+    assert error("badcrf") == "argument --crf: --crf must be in 0..51, got 60"
+    assert "--crf is for video" in error("speechcrf")
+    assert "not a JSON object" in error("line-12")
 
     dup = write_jobs(inputs / "jobs_dup.jsonl", [speech("same"), speech("same")])
     with pytest.raises(ValueError, match="lines 1 and 2 are both job 'same'"):
@@ -138,6 +142,10 @@ def test_local_batch_records_failures_goes_on_and_resumes(debug_models, inputs, 
                 "ref_audio": "voice.wav",
                 "ref_image": "face.png",
                 "max_seconds": 0.32,
+                "crf": 40,
+                "preset": "veryslow",
+                "fragmented": True,
+                "overlap": False,
             },
             speech("one"),
             speech("nofile", ref_audio="missing.wav"),
@@ -170,6 +178,11 @@ def test_local_batch_records_failures_goes_on_and_resumes(debug_models, inputs, 
     assert "6 jobs: 2 done, 0 already complete, 4 failed" in stdout
     info = media.probe_media(out / "video.mp4")
     assert sorted(s["type"] for s in info["streams"]) == ["audio", "video"]
+    # the generate command's video options, per job: what x264 ran with, and the fragmented layout
+    data = (out / "video.mp4").read_bytes()
+    x264 = data[data.index(b"x264 - core") :][:2000]
+    assert b"crf=40.0" in x264 and b"subme=10" in x264 and b"keyint=25" in x264  # veryslow: subme 10
+    assert b"moof" in data
     assert_wav(out / "one.wav", 0.32)
     assert state["one"]["seconds"] == pytest.approx(0.32) and state["one"]["wall"] > 0
     assert state["one"]["bytes"] == (out / "one.wav").stat().st_size

@@ -230,3 +230,89 @@ def test_video_without_frames_is_refused(debug_models, inputs, tmp_path):
         *COMMON,
     )
     assert code == 1 and "video" in stderr and "Traceback" not in stderr
+
+
+# --------------------------------------------------------------------------- video file options
+
+
+def _top_boxes(path: Path) -> list[str]:
+    """The top-level MP4 box types, in file order."""
+    data, pos, kinds = path.read_bytes(), 0, []
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kinds.append(data[pos + 4 : pos + 8].decode("latin-1"))
+        if size == 1:
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return kinds
+
+
+def _x264_options(path: Path) -> str:
+    """The settings x264 writes into the stream (its SEI text): what the encoder really ran with."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start : data.index(b"\0", start)].decode("latin-1")
+
+
+@pytest.mark.slow
+def test_overlap_fragmented_crf_and_preset_reach_the_file(debug_models, inputs, tmp_path):
+    """--overlap renders while generating and gives the same frames and sound as --no-overlap (lossless
+    crf 0 so that the decoded files compare exactly); --fragmented writes moof fragments; --crf and --preset
+    are what x264 ran with."""
+    common = ["generate", "--models", debug_models, "--text", "Hello there. Nice day.", "--seed", "3"]
+    common += ["--ref-audio", inputs / "voice.wav", "--ref-image", inputs / "face.png", "--crf", "0"]
+    common += ["--preset", "ultrafast", "--render-chunk", "3", *COMMON]
+    plain, live = tmp_path / "plain.mp4", tmp_path / "live.mp4"
+    code, _, stderr = cli("-v", *common, "--no-overlap", "--out", plain)
+    assert code == 0, stderr
+    assert "streaming with overlap off" in stderr
+    code, _, stderr = cli("-v", *common, "--overlap", "--fragmented", "--out", live)
+    assert code == 0, stderr
+    assert "streaming with overlap on" in stderr
+    assert_av(plain, 0.3)
+    # (a fragmented file has no sample table, so its probed frame count and rate are not checked here:
+    # its decoded frames are compared with the plain file's below)
+    streams = media.probe_media(live)["streams"]
+    assert sorted((x["type"], x["codec"]) for x in streams) == [("audio", "aac"), ("video", "h264")]
+
+    assert "moof" not in _top_boxes(plain) and _top_boxes(plain).index("moov") < _top_boxes(plain).index("mdat")
+    assert "moof" in _top_boxes(live)
+    for path in (plain, live):
+        options = _x264_options(path)
+        assert "qp=0" in options and "cabac=0" in options, options  # crf 0 = lossless; ultrafast has no CABAC
+    assert "keyint=25" in _x264_options(live)  # one fragment (and keyframe) a second
+
+    frames_a, _ = media.load_video_frames(plain)
+    frames_b, _ = media.load_video_frames(live)
+    assert frames_a.shape == frames_b.shape and frames_a.shape[0] >= 8
+    assert torch.equal(frames_a, frames_b)
+    audio_a, _ = media.load_audio(plain)
+    audio_b, _ = media.load_audio(live)
+    assert audio_a.shape == audio_b.shape and audio_a.abs().max() > 0
+    assert torch.equal(audio_a, audio_b)
+
+
+@pytest.mark.parametrize(
+    "extra,code,match",
+    [
+        (("--crf", "52"), 2, "--crf must be in 0..51, got 52"),
+        (("--crf", "high"), 2, "--crf takes a whole number 0..51"),
+        (("--preset", "fastest"), 2, "invalid choice: 'fastest'"),
+        (("--speech-only", "--crf", "20"), 1, "--crf is for video; --speech-only writes a .wav"),
+        (("--drive-video", "{clip}", "--overlap"), 1, "--overlap: V2A keeps the clip's own frames"),
+        (("--paste-back", "--overlap"), 1, "--overlap does not apply to --paste-back"),
+    ],
+)
+def test_video_options_are_checked_before_anything_loads(debug_models, inputs, tmp_path, capsys, extra, code, match):
+    from talker_core.cli import main
+
+    extra = [str(e).format(clip=inputs / "clip.mp4") for e in extra]
+    out = tmp_path / ("o.wav" if "--speech-only" in extra else "o.mp4")
+    args = ["generate", "--models", str(debug_models), "--ref-audio", str(inputs / "voice.wav"), "--quiet"]
+    if "--drive-video" not in extra:
+        args += ["--text", "Hi.", "--ref-image", str(inputs / "face.png")]
+    assert main([*args, *extra, "--out", str(out)]) == code
+    assert match in capsys.readouterr().err
+    assert not out.exists()

@@ -4,7 +4,8 @@ A job's keys are the long options of ``python -m talker_core generate`` with ``_
 (``text``, ``text_file``, ``ref_audio``, ``ref_video``, ``ref_image``, ``ref_motion``,
 ``drive_audio``, ``drive_video``, ``speech_only``, ``seed``, ``steps``, ``cfg``,
 ``temperature``, ``sway``, ``cfg_zero_star``, ``prefix_seconds``, ``max_seconds``,
-``segment_prefix_seconds``, ``stop_threshold``, ``render_chunk``), one value each, plus:
+``segment_prefix_seconds``, ``stop_threshold``, ``render_chunk``, ``crf``, ``preset``,
+``fragmented``, ``overlap``), one value each, plus:
 
 - ``name``: the job's id in the manifest (default: the output's stem, else ``line-N``);
 - ``output``: the file to write, relative to the batch's ``--out`` folder or absolute

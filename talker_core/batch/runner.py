@@ -103,7 +103,7 @@ class Worker:
         """
         from talker_core import pipeline as P
         from talker_core.cli import features
-        from talker_core.cli.generate import encode_inputs, generate_one, read_inputs
+        from talker_core.cli.generate import encode_inputs, generate_one, read_inputs, video_settings
 
         t0 = time.perf_counter()
         partial = partial_path(job.output)
@@ -126,6 +126,7 @@ class Worker:
                 hooks,
                 keep_frames=keep,
                 writer=features.video_writer(args),
+                video=video_settings(args),
             )
             os.replace(partial, job.output)
         except (KeyboardInterrupt, P.Cancelled):

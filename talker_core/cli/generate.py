@@ -143,10 +143,111 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="backbone attention implementation: " + "; ".join(f"{k}: {v}" for k, v in ATTN_HELP.items()),
     )
     r.add_argument("--render-chunk", type=int, default=8, help="frames rendered per batch (default 8)")
+    add_video_arguments(parser)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     from talker_core.cli import features
 
     features.add_arguments(parser)
+
+
+def _crf(text: str) -> int:
+    from talker_core.media.output import CRF_MAX, CRF_MIN
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--crf takes a whole number {CRF_MIN}..{CRF_MAX}, got {text!r}") from None
+    if not CRF_MIN <= value <= CRF_MAX:
+        raise argparse.ArgumentTypeError(f"--crf must be in {CRF_MIN}..{CRF_MAX}, got {value}")
+    return value
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The MP4 options: --crf, --preset, --fragmented (the writer's ranges and defaults) and --overlap."""
+    from talker_core.media.output import CRF_DEFAULT, CRF_MAX, CRF_MIN, PRESET_DEFAULT, PRESETS
+
+    v = parser.add_argument_group("video file")
+    # None = not given: the writer's default, and no complaint where the option does not apply
+    v.add_argument(
+        "--crf",
+        type=_crf,
+        default=None,
+        help=f"H.264 quality, {CRF_MIN} (lossless) .. {CRF_MAX} (worst); lower is bigger (default {CRF_DEFAULT})",
+    )
+    v.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help=f"x264 speed/size trade-off: slower presets give smaller files (default {PRESET_DEFAULT})",
+    )
+    v.add_argument(
+        "--fragmented",
+        action="store_true",
+        default=None,
+        help="write a fragmented MP4 (one fragment a second) that a player can open while it is being written; "
+        "it appears under --out at once and is removed if the run fails",
+    )
+    v.add_argument(
+        "--overlap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="render frames while later patches are generated (default: on when rendering on a GPU, off on a CPU, "
+        "where the two would share the same cores)",
+    )
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How the MP4 of a rendered clip is written (None: the writer's default / auto)."""
+
+    crf: Optional[int] = None
+    preset: Optional[str] = None
+    fragmented: bool = False
+    overlap: Optional[bool] = None
+
+    def writer_options(self) -> dict:
+        """Keyword arguments of :class:`~talker_core.media.Mp4Writer` (and of the functions that open one)."""
+        from talker_core.media.output import CRF_DEFAULT, PRESET_DEFAULT
+
+        return dict(
+            crf=CRF_DEFAULT if self.crf is None else self.crf,
+            preset=PRESET_DEFAULT if self.preset is None else self.preset,
+            fragmented=bool(self.fragmented),
+        )
+
+
+def video_settings(args: argparse.Namespace) -> VideoSettings:
+    return VideoSettings(
+        crf=getattr(args, "crf", None),
+        preset=getattr(args, "preset", None),
+        fragmented=bool(getattr(args, "fragmented", None)),
+        overlap=getattr(args, "overlap", None),
+    )
+
+
+def _given_video_options(args) -> list[str]:
+    """The video-file options given on the command line (their defaults are None)."""
+    out = [f"--{name}" for name in ("crf", "preset", "fragmented") if getattr(args, name, None) is not None]
+    overlap = getattr(args, "overlap", None)
+    if overlap is not None:
+        out.append("--overlap" if overlap else "--no-overlap")
+    return out
+
+
+def _check_video_options(args, mode: str) -> None:
+    """--crf/--preset/--fragmented shape an MP4; --overlap needs frames to render (raise ValueError otherwise)."""
+    from talker_core.pipeline import Mode
+
+    given = _given_video_options(args)
+    if not given:
+        return
+    if mode == Mode.SPEECH:
+        raise ValueError(f"{given[0]} is for video; --speech-only writes a .wav")
+    overlap = [g for g in given if g.endswith("overlap")]
+    if overlap and getattr(args, "paste_back", False):
+        raise ValueError(f"{overlap[0]} does not apply to --paste-back (it renders after generation); leave it out")
+    if overlap and mode == Mode.V2A and not getattr(args, "rerender_face", False):
+        raise ValueError(f"{overlap[0]}: V2A keeps the clip's own frames, nothing is rendered; add --rerender-face")
 
 
 class _Progress:
@@ -266,6 +367,7 @@ def _check_inputs(args, mode: str) -> None:
         raise ValueError("--render-chunk must be at least 1")
     if getattr(args, "rerender_face", False) and mode != Mode.V2A:
         raise ValueError("--rerender-face is for V2A (--drive-video) only")
+    _check_video_options(args, mode)
 
 
 def _outputs(out: Path, count: int) -> list[Path]:
@@ -435,12 +537,26 @@ def encode_inputs(args: argparse.Namespace, mode: str, models: Models, hooks, de
 
 
 def generate_one(
-    models: Models, request, inputs: dict, out_path: Path, render_chunk: int, hooks, keep_frames=None, writer=None
+    models: Models,
+    request,
+    inputs: dict,
+    out_path: Path,
+    render_chunk: int,
+    hooks,
+    keep_frames=None,
+    writer=None,
+    video: Optional[VideoSettings] = None,
 ):
     """Generate one request and write it to ``out_path`` (.wav for speech, else .mp4); returns the TalkResult.
 
+    A rendered clip is streamed: generation → LIA-X rendering → the MP4 encoder, a batch at a time
+    (:func:`~talker_core.pipeline.stream_talk` + :func:`~talker_core.pipeline.stream_to_mp4`), so memory
+    stays flat in the clip's length; ``video.overlap`` (None: on when LIA-X is on a GPU) renders while
+    later patches are generated. ``video`` also sets the MP4's crf, preset and fragmented layout.
+
     ``writer(face)`` gives the ``compose`` of :func:`talker_core.pipeline.render_to_mp4` (paste-back:
-    each rendered batch composited into the original picture before it is written).
+    each rendered batch composited into the original picture before it is written; generation first,
+    then rendering).
 
     ``keep_frames`` (V2A): the driving clip's frames at 25 fps, written as they are under the new speech
     (without the reference prefix) instead of rendering the face through LIA-X.
@@ -449,18 +565,41 @@ def generate_one(
     from talker_core import pipeline as P
     from talker_core.types import FPS, SAMPLE_RATE, SpeechLatents
 
+    video = video or VideoSettings()
+    vae = models.get("whisperx_vae")
+    if request.mode != P.Mode.SPEECH and keep_frames is None and writer is None:
+        # frames straight into the encoder a batch at a time: memory flat in the clip's length
+        stream = P.stream_talk(
+            models.get("talker"),
+            vae,
+            models.get("liax"),
+            request,
+            hooks=hooks,
+            render_chunk=render_chunk,
+            overlap=video.overlap,
+            **inputs,
+        )
+        with checks.writing(out_path):
+            return P.stream_to_mp4(stream, out_path, **video.writer_options()).result
+
     result = P.generate(models.get("talker"), request, hooks=hooks, **inputs)
     speech = SpeechLatents(result.speech.latents[result.prefix_frames :]) if keep_frames is not None else result.speech
-    vae = models.get("whisperx_vae")
     with checks.writing(out_path):
         if request.mode == P.Mode.SPEECH:
             media.write_wav(out_path, P.decode_speech(vae, speech), SAMPLE_RATE)
         elif keep_frames is not None:
             audio = P.decode_speech(vae, speech)
-            media.write_mp4(out_path, keep_frames[: speech.frames], FPS, audio=audio, sample_rate=SAMPLE_RATE)
-        else:  # frames straight into the encoder a batch at a time: memory flat in the clip's length
+            media.write_mp4(
+                out_path,
+                keep_frames[: speech.frames],
+                FPS,
+                audio=audio,
+                sample_rate=SAMPLE_RATE,
+                **video.writer_options(),
+            )
+        else:  # paste-back: each rendered batch composited into the original picture, then encoded
             assert result.motion is not None  # joint modes return motion
-            compose = writer(inputs["face"]) if writer is not None else None  # --paste-back
+            compose = writer(inputs["face"])
             try:
                 P.render_to_mp4(
                     models.get("liax"),
@@ -472,10 +611,10 @@ def generate_one(
                     chunk=render_chunk,
                     hooks=hooks,
                     compose=compose,
+                    **video.writer_options(),
                 )
             finally:
-                if compose is not None:
-                    compose.close()
+                compose.close()
     return result
 
 
@@ -485,6 +624,9 @@ def run(args: argparse.Namespace) -> int:
     from talker_core.types import FPS
 
     if args.dialogue:
+        given = _given_video_options(args)
+        if given:
+            raise ValueError(f"{given[0]} does not apply to --dialogue yet (it writes with the default settings)")
         return features.run_dialogue(args)
     job = plan(args)
     outputs = _outputs(Path(args.out), len(job.requests))
@@ -511,6 +653,7 @@ def run(args: argparse.Namespace) -> int:
             hooks,
             keep_frames=keep,
             writer=features.video_writer(args),
+            video=video_settings(args),
         )
         wall = time.perf_counter() - t0
         seconds = result.speech.frames / FPS

@@ -141,6 +141,13 @@ def _as_frames(frames) -> torch.Tensor:
     return fr
 
 
+# H.264 settings, written once: the writer's defaults, the command line's --crf/--preset and the
+# Render Video File node's widgets all come from here.
+CRF_DEFAULT = 18  # visually lossless
+CRF_MIN, CRF_MAX = 0, 51  # x264: 0 lossless … 51 worst
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+PRESET_DEFAULT = "medium"
+
 _CHUNK = 16  # frames converted to uint8 at a time (bounded memory for float input)
 _FRAGMENT_SECONDS = 1.0  # fragmented MP4: one keyframe (and fragment) per second
 
@@ -186,15 +193,15 @@ class Mp4Writer:
         *,
         sample_rate: Optional[int] = None,
         channels: int = 1,
-        crf: int = 18,
-        preset: str = "medium",
+        crf: int = CRF_DEFAULT,
+        preset: str = PRESET_DEFAULT,
         audio_bitrate="192k",
         metadata: Optional[dict] = None,
         fragmented: bool = False,
     ):
         self.fps = _check_limit("fps", fps, allow_none=False)
-        if isinstance(crf, bool) or int(crf) != crf or not 0 <= crf <= 51:
-            raise MediaError(f"crf must be an integer 0–51, got {crf!r}")
+        if isinstance(crf, bool) or int(crf) != crf or not CRF_MIN <= crf <= CRF_MAX:
+            raise MediaError(f"crf must be an integer {CRF_MIN}–{CRF_MAX}, got {crf!r}")
         self.sample_rate = None if sample_rate is None else _check_rate(sample_rate)
         if isinstance(channels, bool) or int(channels) != channels or not 1 <= channels <= 8:
             raise MediaError(f"channels must be 1–8, got {channels!r}")
@@ -452,9 +459,9 @@ def write_mp4(
     fps: float,
     audio=None,
     sample_rate: Optional[int] = None,
-    crf: int = 18,
+    crf: int = CRF_DEFAULT,
     *,
-    preset: str = "medium",
+    preset: str = PRESET_DEFAULT,
     audio_bitrate: str = "192k",
     metadata: Optional[dict] = None,
     fragmented: bool = False,

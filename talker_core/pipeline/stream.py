@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 
+from talker_core.media.output import CRF_DEFAULT, PRESET_DEFAULT
 from talker_core.pipeline.generate import generate
 from talker_core.pipeline.render import FrameRenderer, SpeechDecoder
 from talker_core.pipeline.request import Cancelled, Hooks, TalkRequest, TalkResult
@@ -226,6 +227,7 @@ def stream_talk(
     renderer = FrameRenderer(liax, face, chunk=render_chunk, hooks=hooks) if video and face is not None else None
     if overlap is None:
         overlap = renderer is not None and renderer.device.type == "cuda"
+    log.info("streaming with overlap %s (render chunk %d)", "on" if overlap else "off", render_chunk)
 
     def run(run_hooks: Hooks, on_frames) -> TalkResult:
         return generate(
@@ -258,8 +260,8 @@ def stream_to_mp4(
     stream: TalkStream,
     path,
     *,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = CRF_DEFAULT,
+    preset: str = PRESET_DEFAULT,
     metadata: Optional[dict] = None,
     fragmented: bool = False,
 ) -> StreamedFile:
@@ -301,8 +303,8 @@ def render_to_mp4(
     sample_rate: Optional[int] = None,
     chunk: int = 8,
     hooks: Optional[Hooks] = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = CRF_DEFAULT,
+    preset: str = PRESET_DEFAULT,
     metadata: Optional[dict] = None,
     fragmented: bool = False,
     preview_every: int = 25,
