@@ -248,6 +248,9 @@ class _Probe:
         the clip, in MiB per minute of video (within one run: no process-to-process noise)."""
         half = [(f, r) for f, r in self.samples if self.total // 2 <= f < self.total]
         out: dict[str, Any] = {"rss_samples": len(self.samples)}
+        if self.samples:
+            top = max(self.samples, key=lambda x: x[1])
+            out["rss_max_sampled_mib"], out["rss_max_at_frame"] = round(top[1], 1), top[0]
         if len(half) >= 4:
             xs = [f / 25 / 60 for f, _ in half]
             ys = [r for _, r in half]

@@ -290,8 +290,10 @@ def test_overlap_fragmented_crf_and_preset_reach_the_file(debug_models, inputs, 
     assert torch.equal(frames_a, frames_b)
     audio_a, _ = media.load_audio(plain)
     audio_b, _ = media.load_audio(live)
-    assert audio_a.shape == audio_b.shape and audio_a.abs().max() > 0
-    assert torch.equal(audio_a, audio_b)
+    # a fragmented MP4 has no edit list, so its decoded sound starts with the AAC encoder's 1024 priming
+    # samples (at 48 kHz), which the plain file's edit list hides; after them the two are the same samples
+    assert audio_a.abs().max() > 0 and audio_b.shape[1] - audio_a.shape[1] == 1024
+    assert torch.equal(audio_a, audio_b[:, 1024:])
 
 
 @pytest.mark.parametrize(
