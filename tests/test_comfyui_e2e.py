@@ -234,9 +234,16 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
         info = probe(files[0][1])
         assert info["video"] is None and info["audio"]["rate"] == 24000 and info["audio"]["seconds"] > 0
         return
-    streamed = [k for k in kinds if k == "TalkerPasteBackVideo"]  # a node that writes its MP4 and previews it
-    assert sorted(kinds) == sorted(["SaveVideo", *streamed]), files
-    info = probe(next(f for k, f in files if k == "SaveVideo"))
+    # every node that writes an MP4 gave one: Save Video, and the nodes that render straight into a file
+    # and preview it (Paste Back Video File, whose VIDEO then goes to Save Video; Render Video File in the
+    # long-form workflow); the file checked is Save Video's where there is one
+    writers = sorted(
+        n["class_type"]
+        for n in prompt.values()
+        if n["class_type"] in ("SaveVideo", "TalkerPasteBackVideo", "TalkerRenderVideoFile")
+    )
+    assert writers and sorted(kinds) == writers, files
+    info = probe(next(f for k, f in files if k == ("SaveVideo" if "SaveVideo" in writers else writers[0])))
     video, audio = info["video"], info["audio"]
     assert video["codec"] == "h264" and audio is not None and audio["codec"] == "aac"
     assert json.loads(info["metadata"]["prompt"])[sampler]["class_type"] == "TalkerSampler"
