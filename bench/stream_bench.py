@@ -264,6 +264,8 @@ class _Probe:
                 rss_slope_second_half_mib_per_min=round(slope, 1),
             )
         out["live_tensor_mib"] = {k: round(v, 2) for k, v in self.tensors.items()}
+        step = max(1, len(self.samples) // 24)  # the curve, thinned: [frames rendered, RSS MiB]
+        out["rss_curve"] = [[f, round(r)] for f, r in self.samples[::step]]
         return out
 
 

@@ -59,7 +59,7 @@ class TalkerRenderVideo(io.ComfyNode):
             category=f"{CATEGORY}/decode",
             description="Motion codes + a face → 512×512 frames at 25 fps. Connect images and fps to Create Video "
             "(with the decoded speech as audio), then Save Video for an MP4 that carries the workflow. For short "
-            "clips and post-processing: the IMAGE batch holds every frame, 3 MB each, about 4.5 GB of RAM per "
+            "clips and post-processing: the IMAGE batch holds every frame, 3 MiB each, 4.4 GiB of RAM per "
             "minute of video. Long clips: use Render Video File, which writes the MP4 in flat memory.",
             inputs=[
                 TalkerFaceModel.Input("face_model", tooltip="From Load Face Model."),
@@ -77,7 +77,7 @@ class TalkerRenderVideo(io.ComfyNode):
                 io.Image.Output(
                     "images",
                     display_name="images",
-                    tooltip="The frames, (frames, 512, 512, 3) float32: about 4.5 GB of RAM per minute of video.",
+                    tooltip="The frames, (frames, 512, 512, 3) float32: 3 MiB a frame, 4.4 GiB of RAM per minute of video.",
                 ),
                 io.Float.Output("fps", display_name="fps", tooltip="Frame rate of the frames (25)."),
             ],

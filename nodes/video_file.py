@@ -1,7 +1,7 @@
 """Render Video File: motion + face (+ speech or AUDIO) → an MP4 in the output folder and a core VIDEO.
 
 Frames go from the renderer straight into the encoder a batch at a time, so a long clip never
-exists as an IMAGE batch (which costs 4.5 GB of RAM per minute of video): memory stays flat in
+exists as an IMAGE batch (which costs 4.4 GiB of RAM per minute of video): memory stays flat in
 the clip's length. The file carries the workflow and prompt like Save Video's, so dropping it on
 the canvas gives the graph back.
 """
