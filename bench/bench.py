@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="cli,cli_overlap,sequential,overlap,node",
         help="long part: which paths to run: cli and cli_overlap (python -m talker_core generate, --no-overlap / "
         "--overlap), sequential and overlap (stream_talk + stream_to_mp4), node (render_to_mp4, the Render Video "
-        "File node's path)",
+        "File node's path), generate (generation alone, no rendering)",
     )
     parser.add_argument(
         "--long-steps", type=int, default=2, help="long part: flow steps per patch (2: fast; the path is the same)"

@@ -153,6 +153,32 @@ def _node_file(s: dict, seconds: float, device, args, out: str, hooks=None) -> d
     return {"clip_seconds": seconds, "wall_s": round(wall, 2), "rtf": round(wall / seconds, 3), **peak.value()}
 
 
+def _generate_only(s: dict, seconds: float, device, args, probe) -> dict:
+    """Generation alone (``pipeline.generate`` with ``on_frames``, as the stream runs it), no rendering:
+    what the latents and the backbone's segments hold as the clip gets longer."""
+    from bench.bench import _Peak
+    from talker_core import pipeline as P
+
+    done = [0]
+
+    def on_frames(speech, motion) -> None:
+        done[0] += speech.shape[0]
+        probe.progress(done[0], probe.total, "render")  # the frames generated, in the probe's terms
+
+    with _Peak(device) as peak:
+        t0 = time.perf_counter()
+        res = P.generate(
+            s["bundle"],
+            _request(seconds, args.long_steps, args.long_cfg),
+            voice=s["voice"],
+            face=s["face"],
+            on_frames=on_frames,
+        )
+        wall = time.perf_counter() - t0
+    clip = res.speech.frames / 25
+    return {"clip_seconds": round(clip, 2), "wall_s": round(wall, 2), "rtf": round(wall / clip, 3), **peak.value()}
+
+
 def _cli_file(seconds: float, overlap: bool, args, out: str, workdir: str) -> dict:
     """``python -m talker_core generate`` as a user runs it (its parser, checks, model loading from a folder,
     reference encoding, ``generate_one``), on the debug model set; with the stand-in renderer, LIA-X's
@@ -318,6 +344,8 @@ def _child(spec: dict) -> dict:
             with probe:
                 if spec["what"] == "node":
                     res = _node_file(s, seconds, device, args, out, hooks)
+                elif spec["what"] == "generate":
+                    res = _generate_only(s, seconds, device, args, probe)
                 else:
                     res = _stream_file(s, seconds, spec["overlap"], device, args, out, hooks)
     res.update(probe.summary())
@@ -359,6 +387,7 @@ MODES = {
     "sequential": ("stream", False),
     "overlap": ("stream", True),
     "node": ("node", False),
+    "generate": ("generate", False),
 }
 
 

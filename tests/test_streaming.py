@@ -214,6 +214,17 @@ def test_stream_equals_generate_decode_render(talk, variant, overlap):
         assert chunks[0].audio.shape[1] > 0
     assert audio.shape[1] - sum(c.audio.shape[1] for c in chunks if c.frames.shape[0]) < audio.shape[1]
     assert len(chunks) > 3  # it really streamed
+    # the sound is paced by the frames, also when every latent is there at once (sequential): no chunk
+    # carries more audio than the decoder's look-ahead beyond its frames, so a long clip's waveform never
+    # waits whole in memory for its frames
+    from talker_core.pipeline.render import SpeechDecoder
+
+    decoder = SpeechDecoder(talk["vae"], 5)
+    lead = decoder.context + decoder.chunk
+    assert 1 + lead < frames.shape[0]  # the bound below is tighter than the clip
+    for c in chunks:
+        if c.frames.shape[0]:
+            assert c.audio_start + c.audio.shape[1] <= (c.frame_start + c.frames.shape[0] + lead) * 960
     t = stream.times
     assert t.first_frame is not None and t.first_audio is not None and t.done >= t.first_frame
 

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 STREAM_SPEECH_CHUNK = 8  # latent frames per speech decode while streaming (0.32 s of audio)
 
 
+def _no_frames() -> torch.Tensor:
+    return torch.zeros(0, 512, 512, 3, dtype=torch.uint8)
+
+
 @dataclass
 class StreamChunk:
     """The next part of a streamed clip (either part may be empty).
@@ -148,17 +152,18 @@ class TalkStream:
                             final = True
                             self.result = a
                             self.times.generation_done = time.perf_counter() - t0
-                        elif renderer is None:  # speech only: audio as soon as it is final
-                            audio = torch.cat([audio, decoder.push(a)], 1)
+                        elif renderer is None:  # speech only: audio as soon as it is final, a patch at a time
+                            part = decoder.push(a)
+                            if part.shape[1]:
+                                if self.times.first_audio is None:
+                                    self.times.first_audio = time.perf_counter() - t0
+                                yield StreamChunk(part, _no_frames(), audio_pos, frame_pos)
+                                audio_pos += part.shape[1]
                         else:
                             speech.append(a)
                             if b is not None:
                                 motion.append(b)
                                 pending += b.shape[0]
-                    if final:
-                        audio = torch.cat([audio, audio_for(1 << 62), decoder.flush()], 1)
-                    if audio.shape[1] and self.times.first_audio is None:
-                        self.times.first_audio = time.perf_counter() - t0
                     # the first frame alone (quick first preview), then whole batches; the rest at the end
                     while (
                         renderer is not None
@@ -182,8 +187,12 @@ class TalkStream:
                         frame_pos += take
                         audio = torch.zeros(1, 0)
                         yield chunk
+                    if final:  # every frame is out: the rest of the sound (speech may outlast the motion)
+                        audio = torch.cat([audio, audio_for(1 << 62), decoder.flush()], 1)
+                        if audio.shape[1] and self.times.first_audio is None:
+                            self.times.first_audio = time.perf_counter() - t0
                     if audio.shape[1]:
-                        yield StreamChunk(audio, torch.zeros(0, 512, 512, 3, dtype=torch.uint8), audio_pos, frame_pos)
+                        yield StreamChunk(audio, _no_frames(), audio_pos, frame_pos)
                         audio_pos += audio.shape[1]
                     if final:
                         break
