@@ -14,7 +14,8 @@ import time
 
 from comfy_api.latest import InputImpl, io, ui
 
-from talker_core.media.output import CRF_DEFAULT, CRF_MAX, CRF_MIN, PRESET_DEFAULT, PRESETS
+from talker_core.media.output import CRF_DEFAULT, CRF_MAX, CRF_MIN, PRESET_DEFAULT
+from talker_core.media.output import PRESETS as _PRESETS
 
 from . import host
 from .compat import schema_extras
@@ -28,6 +29,8 @@ from .sockets import (
     TalkerMotion,
     TalkerSpeech,
 )
+
+PRESETS = list(_PRESETS)  # the x264 presets (the writer's), as the combo widgets of the video nodes take them
 
 
 def _metadata(prompt, extra_pnginfo) -> dict | None:
@@ -99,9 +102,7 @@ class TalkerRenderVideoFile(io.ComfyNode):
                     max=CRF_MAX,
                     tooltip=f"x264 quality: {CRF_MIN} lossless, 18 visually lossless, {CRF_MAX} worst.",
                 ),
-                io.Combo.Input(
-                    "preset", options=list(PRESETS), default=PRESET_DEFAULT, tooltip="x264 speed/size trade-off."
-                ),
+                io.Combo.Input("preset", options=PRESETS, default=PRESET_DEFAULT, tooltip="x264 speed/size trade-off."),
                 TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
                 TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
                 io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),
