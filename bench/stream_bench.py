@@ -186,13 +186,15 @@ def _cli_file(seconds: float, overlap: bool, args, out: str, workdir: str) -> di
     from talker_core.cli import _build_parser
     from talker_core.media import write_wav
     from talker_core.models.liax import LiaXGenerator
+    from talker_core.types import SAMPLE_RATE
     from talker_core.weights.debug_models import write_debug_models
 
     models = os.path.join(workdir, "models")
     write_debug_models(models, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     voice, face = os.path.join(workdir, "voice.wav"), os.path.join(workdir, "face.png")
-    write_wav(voice, 0.3 * torch.sin(torch.arange(48000) / 24000 * 2 * 3.14159 * 220)[None], 24000)
+    t = torch.arange(2 * SAMPLE_RATE) / SAMPLE_RATE  # 2 s of a 220 Hz tone as the reference voice
+    write_wav(voice, 0.3 * torch.sin(2 * torch.pi * 220 * t)[None], SAMPLE_RATE)
     from PIL import Image
 
     Image.fromarray((torch.rand(512, 512, 3, generator=g) * 255).to(torch.uint8).numpy()).save(face)
