@@ -313,6 +313,7 @@ GROWN_HEIGHT = {
     "LoadVideo": 640,
     "LoadAudio": 200,
     "SaveVideo": 700,
+    "TalkerRenderVideoFile": 730,  # the MP4 player, as Save Video's, and the summary line
     "SaveAudio": 200,
     "TalkerSampler": 800,
     "TalkerRenderVideo": 160,
