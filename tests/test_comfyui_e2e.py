@@ -234,9 +234,9 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
         info = probe(files[0][1])
         assert info["video"] is None and info["audio"]["rate"] == 24000 and info["audio"]["seconds"] > 0
         return
-    # every node that writes an MP4 gave one: Save Video, and the nodes that render straight into a file
-    # and preview it (Paste Back Video File, whose VIDEO then goes to Save Video; Render Video File in the
-    # long-form workflow); the file checked is Save Video's where there is one
+    # every node of the workflow that writes an MP4 gave one: Save Video, and the nodes that render straight
+    # into a file and preview it (Paste Back Video File; Render Video File in the long-form workflow); the
+    # file checked is Save Video's where there is one
     writers = sorted(
         n["class_type"]
         for n in prompt.values()
