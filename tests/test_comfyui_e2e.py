@@ -213,11 +213,12 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
             for outputs in entry["outputs"].values()
             for item in outputs.get("images", [])
         ]
-        assert len(files) == 2, entry["outputs"]  # the node's own MP4 (its preview) and Save Video's copy
-        for file in files:
-            info = probe(file)
-            assert info["video"]["codec"] == "h264" and info["audio"] is not None
-            assert info["video"]["size"] == (1024, 512) and info["video"]["frames"] >= 4
+        assert len(files) == 1, entry["outputs"]  # the node's own MP4, which it previews (no Save Video copy)
+        info = probe(files[0])
+        assert info["video"]["codec"] == "h264" and info["audio"] is not None and info["audio"]["codec"] == "aac"
+        assert info["video"]["size"] == (1024, 512) and info["video"]["frames"] >= 4
+        assert json.loads(info["metadata"]["prompt"])[dialogue]["class_type"] == "TalkerDialogue"
+        assert json.loads(info["metadata"]["workflow"])["nodes"]
         return
     sampler = next(nid for nid, n in prompt.items() if n["class_type"] == "TalkerSampler")
     summary = entry["outputs"][sampler]["text"][0]
@@ -235,8 +236,8 @@ def test_workflow_runs_in_comfyui(path, comfyui, uploaded, tmp_path):
         assert info["video"] is None and info["audio"]["rate"] == 24000 and info["audio"]["seconds"] > 0
         return
     # every node of the workflow that writes an MP4 gave one: Save Video, and the nodes that render straight
-    # into a file and preview it (Paste Back Video File; Render Video File in the long-form workflow); the
-    # file checked is Save Video's where there is one
+    # into a file and preview it (Paste Back Video File in the paste-back workflow, Render Video File in the
+    # long-form one; neither has a Save Video after it); the file checked is Save Video's where there is one
     writers = sorted(
         n["class_type"]
         for n in prompt.values()
