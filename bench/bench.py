@@ -740,9 +740,10 @@ def bench_audio(size: str, device, dtype, args) -> dict:
 
 def bench_e2e(size: str, device, dtype, args) -> dict:
     """One T2AV clip of ``--e2e-seconds``: generation (stop head off), audio decode, rendering;
-    once in sequence and once with rendering overlapping generation (StreamingRenderer)."""
+    once in sequence and once with rendering overlapping generation (the bench's StreamingRenderer; the
+    pipeline's own overlapped path, ``stream_talk``, is what the ``stream`` and ``long`` parts time)."""
+    from bench.streaming_renderer import StreamingRenderer
     from talker_core.generation.engine import SamplingSettings, TalkerGenerator
-    from talker_core.models.liax import StreamingRenderer
 
     seconds = args.e2e_seconds or (10.0 if device.type == "cuda" else 2.0)
     patches = max(1, math.ceil(seconds * FPS / PATCH))

@@ -34,7 +34,7 @@ from talker_core.fast import (
 from talker_core.generation.engine import GenerationMode, SamplingSettings, TalkerGenerator
 from talker_core.generation.flow_sampler import FlowSampler, FlowSettings
 from talker_core.models.blocks import AdjacentPairRotary, TransformerBlock
-from talker_core.models.liax import LiaXConfig, LiaXGenerator, StreamingRenderer
+from talker_core.models.liax import LiaXConfig, LiaXGenerator
 from talker_core.models.liax_ops import modulated_conv2d, upfirdn2d
 from talker_core.models.talker import TalkerConfig, TalkerModel
 from talker_core.models.whisperx_vae import WhisperXVAE, WhisperXVAEConfig
@@ -366,7 +366,9 @@ def test_fast_render_float32_stays_close(liax):
 
 
 @pytest.mark.slow
-def test_streaming_renderer_equals_render(liax):
+def test_the_benchmarks_streaming_renderer_equals_render(liax):
+    from bench.streaming_renderer import StreamingRenderer
+
     gen, z, feats, alpha = liax
     rows = alpha  # 2 rows, pushed 1 + 1, rendered in chunks of 1
     with torch.inference_mode():

@@ -570,7 +570,7 @@ def _capture_graph(body: Callable[[], None], mutable: list[torch.Tensor]) -> Any
                 restore()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        try:  # other threads (a StreamingRenderer) may use the GPU meanwhile
+        try:  # other threads (the overlapped stream's renderer) may use the GPU meanwhile
             capture = torch.cuda.graph(graph, capture_error_mode="thread_local")
         except TypeError:  # torch < 2.1
             capture = torch.cuda.graph(graph)

@@ -341,7 +341,7 @@ class TalkerGenerator:
         on_patch:      called as ``on_patch(index, speech (1, 32, P), motion (1, 40, P) or None)``
                        after each patch, with the patch on the model's device (normalised
                        motion), e.g. to start rendering while generation goes on
-                       (:class:`talker_core.models.liax.StreamingRenderer`).
+                       (``pipeline.generate(on_frames=...)`` uses it).
         on_prefill:    called once after the prefill with the output record, whose
                        ``prefix_speech``/``prefix_motion`` are then final (streaming callers
                        emit them before the first patch).
