@@ -5,7 +5,7 @@
 # On the device machine (torch with CUDA preinstalled, no PyAV: `bash bench/gpu_wheels.sh` here puts
 # its wheel in .whl/, the device call carries .whl and this script installs it under /tmp/site):
 #   bash bench/gpu_check.sh
-# The checks together stay inside one device command (at most 600 s; BUDGET, default 480 s): a
+# The checks together stay inside one device command (at most 600 s; BUDGET, default 540 s): a
 # check starts only while the budget lasts, so a rerun of a few checks fits the session's time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ done
 OUT=${OUT:?set OUT to the folder for the results}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-BUDGET=${BUDGET:-480}
+BUDGET=${BUDGET:-540}
 ONLY=${ONLY:-}  # e.g. ONLY="pytest profile": run only these checks (a rerun)
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
@@ -61,4 +61,7 @@ step heads_bf16 45 "$PY" -m bench --device "$DEVICE" --sizes "$SIZES" --parts he
 # rendering throughput (bf16), audio decode, end-to-end and streaming (time to first frame)
 step render_bf16 75 "$PY" -m bench --device "$DEVICE" --sizes "$SIZES" --parts render,audio --dtype bfloat16 --frames 16 --json "$OUT/render_bf16.json"
 step e2e_bf16 90 "$PY" -m bench --device "$DEVICE" --sizes "$SIZES" --parts e2e,stream --dtype bfloat16 --json "$OUT/e2e_bf16.json"
+# long clips at release sizes with the real LIA-X: peak memory and wall time, sequential and overlapped
+step long_bf16 90 "$PY" -m bench --device "$DEVICE" --sizes "$SIZES" --parts long --dtype bfloat16 --long-lengths 20,60 \
+  --long-modes sequential,overlap --json "$OUT/long_bf16.json"
 cat "$OUT/summary.txt"
