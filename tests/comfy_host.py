@@ -230,7 +230,12 @@ def execute_prompt(prompt: dict, extra_data: dict | None = None):
     if not valid:
         raise ValidationFailed(f"{error}: {node_errors}")
     server = FakeServer()
-    executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    # the cache settings' keyword changed (0.3.64: cache_size; 0.3.75 and later: cache_args); the defaults
+    # are the server's classic cache either way
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+        executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    else:
+        executor = execution.PromptExecutor(server)
     executor.execute(prompt, uuid.uuid4().hex, extra_data or {}, outputs)
     if not executor.success:
         errors = [data for event, data in executor.status_messages if event == "execution_error"]
@@ -243,4 +248,5 @@ def cached_outputs(executor, node_id: str) -> tuple:
     entry = executor.caches.outputs.get(node_id)
     if inspect.isawaitable(entry):  # the cache's get became a coroutine in later cores
         entry = asyncio.run(entry)
-    return tuple(values[0] for values in entry.outputs)
+    outputs = entry.outputs if hasattr(entry, "outputs") else entry  # 0.3.64 caches the output lists themselves
+    return tuple(values[0] for values in outputs)
