@@ -519,6 +519,21 @@ def test_decode_speech_gives_24khz_audio(models, refs):
     assert audio["waveform"].abs().max() <= 1
 
 
+def assert_progress(calls, reports) -> None:
+    """The progress hook saw ``reports`` ((value, total) in order). Cores with a progress throttle
+    (0.28 has ``PROGRESS_THROTTLE_MIN_INTERVAL``) drop preview-less reports between the first and the
+    last: there the reports seen must be the first, the last, and some of those between, in order."""
+    import comfy.utils
+
+    seen = [c[:2] for c in calls]
+    if not hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):
+        assert seen == reports
+        return
+    assert seen[0] == reports[0] and seen[-1] == reports[-1], seen
+    rest = iter(reports)
+    assert all(any(r == s for r in rest) for s in seen), f"{seen} is not a subsequence of {reports}"
+
+
 @pytest.mark.slow
 def test_render_video_with_progress_and_previews(fast_face_model, refs):
     import comfy.utils
@@ -536,7 +551,7 @@ def test_render_video_with_progress_and_previews(fast_face_model, refs):
     images, fps = out.args
     assert images.shape == (6, 512, 512, 3) and fps == 25.0
     assert float(images.min()) >= 0 and float(images.max()) <= 1
-    assert [c[:2] for c in calls] == [(1, 6), (5, 6), (6, 6)]  # the first report comes with the first frame
+    assert_progress(calls, [(1, 6), (5, 6), (6, 6)])  # the first report comes with the first frame
     kind, image, size = calls[-1][2]
     assert kind == "JPEG" and image.size == (512, 512) and size > 0
     assert out.ui["text"][0].startswith("rendered 6 frames")
@@ -575,7 +590,8 @@ def test_render_video_file_streams_into_an_mp4_with_the_workflow(comfy, models, 
         comfy.utils.set_progress_bar_global_hook(None)
     path = Path(out.args[0].get_stream_source())
     assert path.parent == Path(folder_paths.get_output_directory()) / "video" and path.suffix == ".mp4"
-    assert [c[:2] for c in calls] == [(1, 6), (5, 6), (6, 6)] and calls[0][2][0] == "JPEG"
+    assert_progress(calls, [(1, 6), (5, 6), (6, 6)])
+    assert calls[0][2][0] == "JPEG"
     with av.open(str(path)) as c:
         assert json.loads(c.metadata["workflow"]) == workflow and json.loads(c.metadata["prompt"]) == prompt
         assert sum(1 for _ in c.decode(video=0)) == 6
@@ -646,7 +662,8 @@ def test_paste_back_video_file_streams_renders_and_ready_frames(comfy, fast_face
         assert json.loads(c.metadata["prompt"]) == prompt
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 9 and frames[0].shape == (180, 240, 3)
-    assert [c[:2] for c in calls] == [(1, 9), (5, 9), (9, 9)] and calls[0][2][0] == "JPEG"
+    assert_progress(calls, [(1, 9), (5, 9), (9, 9)])
+    assert calls[0][2][0] == "JPEG"
     held = torch.from_numpy(np.stack(frames[4:])).float()  # the footage's last frame held under the face
     assert (held[:, :, :90] - clip[4, :, :90].float()).abs().mean() < 3
     assert out.ui["text"][0].startswith("wrote ") and not [p for p in path.parent.iterdir() if p.name.startswith(".")]
