@@ -155,6 +155,23 @@ def _manual(crop, w: int, h: int, name: str) -> FaceCrop:
     return FaceCrop(x, y, side, w, h, "manual")
 
 
+def _without_detection(
+    crop, framing: str, detector: Optional[Detector], w: int, h: int, name: str
+) -> tuple[Optional[FaceCrop], Optional[Detector]]:
+    """``(square, None)`` when no detection is needed (a manual box, ``"centre"``, or no detector
+    installed), else ``(None, detector)``."""
+    if crop is not None:
+        return _manual(crop, w, h, name), None
+    if framing not in FRAMING_MODES:
+        raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
+    if framing == "centre":
+        return centre_crop(w, h), None
+    detect = detector if detector is not None else opencv_detector()
+    if detect is None:
+        return centre_crop(w, h), None
+    return None, detect
+
+
 def choose_crop(
     image: Union[torch.Tensor, np.ndarray],
     framing: str = "detect",
@@ -174,15 +191,10 @@ def choose_crop(
     """
     rgb = as_rgb_float(image, name)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
-    if crop is not None:
-        return _manual(crop, w, h, name)
-    if framing not in FRAMING_MODES:
-        raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
-    if framing == "centre":
-        return centre_crop(w, h)
-    detect = detector if detector is not None else opencv_detector()
-    if detect is None:
-        return centre_crop(w, h)
+    square, detect = _without_detection(crop, framing, detector, w, h, name)
+    if square is not None or detect is None:
+        assert square is not None
+        return square
     boxes = [b for b in detect(_to_uint8(rgb)) if b[2] > 0 and b[3] > 0]
     if not boxes:
         logger.warning(
@@ -239,15 +251,10 @@ def choose_clip_crop(
         raise MediaError(f"{name} has no frames")
     first = as_rgb_float(frames[0], f"{name} frame 0")
     h, w = int(first.shape[0]), int(first.shape[1])
-    if crop is not None:
-        return _manual(crop, w, h, name)
-    if framing not in FRAMING_MODES:
-        raise ValueError(f"framing must be one of {', '.join(FRAMING_MODES)}, got {framing!r}")
-    if framing == "centre":
-        return centre_crop(w, h)
-    detect = detector if detector is not None else opencv_detector()
-    if detect is None:
-        return centre_crop(w, h)
+    square, detect = _without_detection(crop, framing, detector, w, h, name)
+    if square is not None or detect is None:
+        assert square is not None
+        return square
     found = []
     for i in _probe_indices(count, fps):
         rgb = first if i == 0 else as_rgb_float(frames[i], f"{name} frame {i}")
