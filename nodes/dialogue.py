@@ -6,11 +6,12 @@ import time
 
 from comfy_api.latest import io
 
+from talker_core.media.output import CRF_DEFAULT, PRESET_DEFAULT
 from talker_core.pipeline.dialogue import LAYOUTS
 
 from . import host
 from .sockets import CATEGORY, TalkerCodec, TalkerFace, TalkerFaceModel, TalkerModel, TalkerVoice
-from .video_file import PRESETS
+from .video_file import encoder_inputs
 
 SPEAKERS = ("A", "B", "C", "D")  # fixed sockets: this ComfyUI API has no inputs that grow
 
@@ -86,10 +87,7 @@ class TalkerDialogue(io.ComfyNode):
                     default="video/Talker_dialogue",
                     tooltip="Where in the output folder the MP4 goes.",
                 ),
-                io.Int.Input(
-                    "crf", default=18, min=0, max=51, tooltip="x264 quality: 0 lossless, 18 visually lossless."
-                ),
-                io.Combo.Input("preset", options=PRESETS, default="medium", tooltip="x264 speed/size trade-off."),
+                *encoder_inputs(),
             ],
             outputs=[
                 io.Video.Output("video", display_name="video", tooltip="The conversation as an MP4 (VIDEO)."),
@@ -101,7 +99,7 @@ class TalkerDialogue(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, codec, face_model, script, layout, seed, steps, cfg, temperature, max_seconds,
-                carry_seconds, chunk, filename_prefix="video/Talker_dialogue", crf=18, preset="medium",
+                carry_seconds, chunk, filename_prefix="video/Talker_dialogue", crf=CRF_DEFAULT, preset=PRESET_DEFAULT,
                 **speaker_inputs) -> io.NodeOutput:  # fmt: skip
         from talker_core.pipeline import TalkRequest
         from talker_core.pipeline.dialogue import Speaker, dialogue_to_mp4, generate_dialogue, parse_script

@@ -118,7 +118,7 @@ def video_background(video):
 class TalkerPasteBackVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from .video_file import PRESETS
+        from .video_file import encoder_inputs
 
         return io.Schema(
             node_id="TalkerPasteBackVideo",
@@ -134,10 +134,7 @@ class TalkerPasteBackVideo(io.ComfyNode):
                 io.String.Input("filename_prefix", default="video/Talker_pasted", tooltip="Where the MP4 goes."),
                 *_blend_inputs(),
                 io.Int.Input("chunk", default=8, min=1, max=256, tooltip="Frames rendered and pasted per batch."),
-                io.Int.Input(
-                    "crf", default=18, min=0, max=51, tooltip="x264 quality: 0 lossless, 18 visually lossless."
-                ),
-                io.Combo.Input("preset", options=PRESETS, default="medium", tooltip="x264 speed/size trade-off."),
+                *encoder_inputs(),
                 io.Image.Input(
                     "background_image",
                     optional=True,

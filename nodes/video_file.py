@@ -33,6 +33,20 @@ from .sockets import (
 PRESETS = list(_PRESETS)  # the x264 presets (the writer's), as the combo widgets of the video nodes take them
 
 
+def encoder_inputs() -> list:
+    """The x264 ``crf`` and ``preset`` widgets of every node that writes an MP4 (ranges from the writer)."""
+    return [
+        io.Int.Input(
+            "crf",
+            default=CRF_DEFAULT,
+            min=CRF_MIN,
+            max=CRF_MAX,
+            tooltip=f"x264 quality: {CRF_MIN} lossless, 18 visually lossless, {CRF_MAX} worst.",
+        ),
+        io.Combo.Input("preset", options=PRESETS, default=PRESET_DEFAULT, tooltip="x264 speed/size trade-off."),
+    ]
+
+
 def _metadata(prompt, extra_pnginfo) -> dict | None:
     """What core Save Video stores: every extra_pnginfo entry (the workflow) and the prompt, as JSON text."""
     from comfy.cli_args import args
@@ -95,14 +109,7 @@ class TalkerRenderVideoFile(io.ComfyNode):
                     max=256,
                     tooltip="Frames rendered per batch: higher is faster on a GPU but needs more memory.",
                 ),
-                io.Int.Input(
-                    "crf",
-                    default=CRF_DEFAULT,
-                    min=CRF_MIN,
-                    max=CRF_MAX,
-                    tooltip=f"x264 quality: {CRF_MIN} lossless, 18 visually lossless, {CRF_MAX} worst.",
-                ),
-                io.Combo.Input("preset", options=PRESETS, default=PRESET_DEFAULT, tooltip="x264 speed/size trade-off."),
+                *encoder_inputs(),
                 TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
                 TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
                 io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from talker_core.media.output import CRF_DEFAULT, PRESET_DEFAULT
 from talker_core.media.paste import Compositor
 from talker_core.pipeline.request import Hooks
 from talker_core.types import FPS, FaceCrop
@@ -35,8 +36,8 @@ def write_batches_to_mp4(
     audio: Optional[torch.Tensor] = None,
     sample_rate: Optional[int] = None,
     hooks: Optional[Hooks] = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = CRF_DEFAULT,
+    preset: str = PRESET_DEFAULT,
     metadata: Optional[dict] = None,
     fragmented: bool = False,
     preview_every: int = 25,
@@ -115,8 +116,8 @@ def paste_to_mp4(
     sample_rate: Optional[int] = None,
     chunk: int = 8,
     hooks: Optional[Hooks] = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = CRF_DEFAULT,
+    preset: str = PRESET_DEFAULT,
     metadata: Optional[dict] = None,
 ) -> Path:
     """Ready frames (T, h, w, 3) (e.g. an upscaler's output) pasted back into ``background`` → an MP4.

@@ -28,6 +28,7 @@ from typing import Optional
 
 import torch
 
+from talker_core.media.output import CRF_DEFAULT, PRESET_DEFAULT
 from talker_core.pipeline.request import Hooks, Mode, TalkRequest
 from talker_core.types import FPS, PATCH, SAMPLE_RATE, Identity, MotionCodes, SpeakerReference, SpeechLatents
 
@@ -321,8 +322,8 @@ def dialogue_to_mp4(
     layout: str = "side_by_side",
     chunk: int = 8,
     hooks: Optional[Hooks] = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = CRF_DEFAULT,
+    preset: str = PRESET_DEFAULT,
     metadata: Optional[dict] = None,
 ):
     """Render the conversation straight into an MP4 with its one audio track, a batch at a time.
