@@ -17,7 +17,7 @@ from comfy_api.latest import io
 from talker_core.media.paste import BACKGROUND_ENDS, MAX_FEATHER
 
 from . import host
-from .sockets import CATEGORY, TalkerCodec, TalkerFace, TalkerFaceModel, TalkerMotion, TalkerSpeech
+from .sockets import CATEGORY, TalkerFace, TalkerFaceModel, TalkerMotion
 
 _END_TOOLTIP = (
     "A background clip shorter than the render: loop starts it again from its first frame, hold keeps its "
@@ -118,7 +118,7 @@ def video_background(video):
 class TalkerPasteBackVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from .video_file import encoder_inputs
+        from .video_file import encoder_inputs, sound_inputs
 
         return io.Schema(
             node_id="TalkerPasteBackVideo",
@@ -148,9 +148,7 @@ class TalkerPasteBackVideo(io.ComfyNode):
                 TalkerFaceModel.Input("face_model", optional=True, tooltip="To render the face from motion codes."),
                 TalkerMotion.Input("motion", optional=True, tooltip="Motion codes to render (with face_model)."),
                 io.Image.Input("images", optional=True, tooltip="Or ready rendered frames (any size) to paste."),
-                TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
-                TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
-                io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),
+                *sound_inputs(),
             ],
             outputs=[io.Video.Output("video", display_name="video", tooltip="The written MP4 as a VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],

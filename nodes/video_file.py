@@ -47,6 +47,15 @@ def encoder_inputs() -> list:
     ]
 
 
+def sound_inputs() -> list:
+    """The optional sound track of a node that writes an MP4: speech latents (with their codec) or any AUDIO."""
+    return [
+        TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
+        TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
+        io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),
+    ]
+
+
 def _metadata(prompt, extra_pnginfo) -> dict | None:
     """What core Save Video stores: every extra_pnginfo entry (the workflow) and the prompt, as JSON text."""
     from comfy.cli_args import args
@@ -110,9 +119,7 @@ class TalkerRenderVideoFile(io.ComfyNode):
                     tooltip="Frames rendered per batch: higher is faster on a GPU but needs more memory.",
                 ),
                 *encoder_inputs(),
-                TalkerCodec.Input("codec", optional=True, tooltip="Speech codec, to decode the speech input."),
-                TalkerSpeech.Input("speech", optional=True, tooltip="Speech latents for the sound (needs codec)."),
-                io.Audio.Input("audio", optional=True, tooltip="Or any AUDIO for the sound (instead of speech)."),
+                *sound_inputs(),
             ],
             outputs=[io.Video.Output("video", display_name="video", tooltip="The written MP4 as a VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
